@@ -1,0 +1,178 @@
+"""The environment protocol, the registry of environment kinds and the scenario presets.
+
+Every environment is a frozen dataclass of static parameters (hashable, so it can be closed over by
+`jax.jit`) with two pure methods::
+
+    reset(key)                  -> (state, TimeStep)
+    step(key, state, actions)   -> (state, TimeStep)
+
+`state` is any pytree; `TimeStep` is below. Both methods must work under `jax.vmap` over a batch of
+environments and must draw randomness only from `key` (DESIGN.md §4).
+
+Scenario presets are TOML files (`envs/*.toml` in the repository, `dyps_jax/presets/` in the wheel)
+with an `[env]` table (the environment kind and its parameters) and an optional `[train]` table (the
+paper's Table 6 hyper-parameters for that scenario).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable, Protocol, runtime_checkable
+
+import jax
+from flax import struct
+
+
+@struct.dataclass
+class TimeStep:
+    """What an environment returns after `reset` and `step`.
+
+    Attributes:
+      obs: f32[N, obs_dim], one observation per agent.
+      reward: f32[N], per-agent reward of the last transition (zeros after `reset`).
+      done: bool[], the episode has ended (terminal state or time limit).
+      action_mask: bool[N, num_actions], the actions each agent may take now.
+      global_state: f32[global_state_dim], the state a centralised critic sees.
+      metrics: dict[str, f32[]], scenario metrics of the last transition (summed over an episode by
+        the training loop, e.g. food collected, GMV).
+    """
+
+    obs: jax.Array
+    reward: jax.Array
+    done: jax.Array
+    action_mask: jax.Array
+    global_state: jax.Array
+    metrics: dict[str, jax.Array]
+
+
+@runtime_checkable
+class Environment(Protocol):
+    """Structural type of a dyps-jax environment (DESIGN.md §4)."""
+
+    num_agents: int
+    obs_dim: int
+    num_actions: int
+    global_state_dim: int
+    max_steps: int
+
+    def reset(self, key: jax.Array) -> tuple[Any, TimeStep]: ...
+
+    def step(self, key: jax.Array, state: Any, actions: jax.Array) -> tuple[Any, TimeStep]: ...
+
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register(kind: str) -> Callable[[type], type]:
+    """Class decorator: makes an environment dataclass constructible as `[env] kind = "<kind>"`."""
+
+    def decorator(cls: type) -> type:
+        if not dataclasses.is_dataclass(cls):
+            raise TypeError(f"environment class {cls.__name__} must be a dataclass")
+        _REGISTRY[kind] = cls
+        cls.kind = kind
+        return cls
+
+    return decorator
+
+
+def env_kinds() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def _preset_dirs() -> list[Path]:
+    """Where presets live: inside the installed wheel, or `envs/` of a source checkout."""
+    dirs = []
+    packaged = resources.files("dyps_jax") / "presets"
+    if packaged.is_dir():
+        dirs.append(Path(str(packaged)))
+    checkout = Path(__file__).resolve().parents[3] / "envs"
+    if checkout.is_dir():
+        dirs.append(checkout)
+    return dirs
+
+
+def preset_names() -> list[str]:
+    """Names accepted by `--env` (file stems of the preset TOML files)."""
+    return sorted({p.stem for d in _preset_dirs() for p in d.glob("*.toml")})
+
+
+def resolve_preset(name_or_path: str | Path) -> Path:
+    """Maps a preset name (`lbf-1`) or a path to a TOML file onto an existing file."""
+    text = str(name_or_path)
+    if text.endswith(".toml") or "/" in text or "\\" in text:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise ValueError(f"env: scenario file {text!r} does not exist")
+        return path
+    for d in _preset_dirs():
+        candidate = d / f"{text}.toml"
+        if candidate.is_file():
+            return candidate
+    raise ValueError(
+        f"env: unknown scenario {text!r}; allowed: {', '.join(preset_names())} "
+        "or a path to a .toml file"
+    )
+
+
+def load_preset(name_or_path: str | Path) -> dict[str, Any]:
+    """Reads a scenario preset: `{"name": str, "env": {...}, "train": {...}}`.
+
+    Raises ValueError naming the file for malformed TOML or a missing/invalid `[env]` table.
+    """
+    path = resolve_preset(name_or_path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"env: malformed TOML in {path}: {err}") from None
+    unknown = set(data) - {"name", "env", "train"}
+    if unknown:
+        raise ValueError(
+            f"env: unknown table(s) {sorted(unknown)} in {path}; allowed: name, [env], [train]"
+        )
+    env = data.get("env")
+    if not isinstance(env, dict) or "kind" not in env:
+        raise ValueError(f"env: {path} needs an [env] table with a 'kind' key")
+    train = data.get("train", {})
+    if not isinstance(train, dict):
+        raise ValueError(f"env: [train] in {path} must be a table, got {type(train).__name__}")
+    return {"name": str(data.get("name", path.stem)), "env": dict(env), "train": dict(train)}
+
+
+def build(kind: str, params: dict[str, Any]) -> Environment:
+    """Constructs an environment of a registered kind; validates parameter names and values."""
+    if kind not in _REGISTRY:
+        raise ValueError(f"env.kind: unknown environment kind {kind!r}; allowed: {env_kinds()}")
+    cls = _REGISTRY[kind]
+    fields = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(params) - fields)
+    if unknown:
+        raise ValueError(
+            f"env: unknown parameter(s) {unknown} for kind {kind!r}; allowed: {sorted(fields)}"
+        )
+    return cls(**params)
+
+
+def make(name_or_path: str | Path, **overrides: Any) -> Environment:
+    """Builds the environment of a scenario preset, e.g. `make("lbf-1", num_agents=9)`.
+
+    Args:
+      name_or_path: a preset name (see `preset_names()`) or a path to a scenario TOML file.
+      **overrides: replace parameters of the preset's `[env]` table.
+    """
+    spec = load_preset(name_or_path)["env"]
+    kind = spec.pop("kind")
+    spec.update(overrides)
+    return build(kind, spec)
+
+
+def check_positive(owner: str, **values: int | float) -> None:
+    """Raises ValueError naming the first value that is not > 0."""
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"{owner}.{name}: must be > 0, got {value!r}")
+
