@@ -1,0 +1,191 @@
+"""The command line: `python -m dyps_jax.train` / `dyps-jax`.
+
+It builds the config with `make_config` (so every bad value is reported before compiling), then runs
+the jitted iterations a few at a time, drawing a progress bar and writing the run folder:
+
+    <out>/<scenario>-<method>-s<seed>-<time>/
+        config.json      the full resolved configuration
+        metrics.csv      one row per iteration (rewritten atomically after every chunk)
+        summary.json     final figures, written at the end
+        checkpoints/     Orbax checkpoints of the whole TrainState
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import jax
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from dyps_jax import checkpoint, envs
+from dyps_jax.config import METHODS, PPOConfig, SharingConfig, TrainConfig, make_config
+from dyps_jax.train import make_train_fns
+
+_HELP = {
+    "seed": "random seed",
+    "total_steps": "environment steps in all (summed over parallel environments)",
+    "num_envs": "parallel environments (episodes per iteration)",
+    "num_groups": "DyPS parameter groups M (paper default 4)",
+    "out": "folder for run folders",
+    "batch_size": "PPO minibatch size in (env, step) transitions (Table 6)",
+    "lr": "allocation actor/critic learning rate (Table 6)",
+    "selector_lr": "group-selection actor/critic learning rate (Table 6)",
+    "gamma": "discount (Table 6)",
+    "clip_eps": "PPO clip (Table 6)",
+    "gae_lambda": "GAE lambda (Table 6)",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dyps-jax",
+        description="Train DyPS or a parameter-sharing baseline on a scenario preset.",
+    )
+    parser.add_argument("--env", default="lbf-1",
+                        help=f"scenario preset ({', '.join(envs.preset_names())}) or a .toml path")
+    parser.add_argument("--method", default="dyps", help=f"one of {', '.join(METHODS)}")
+    parser.add_argument("--env-param", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a parameter of the scenario's [env] table (repeatable)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    defaults = {f.name: f.default for cls in (PPOConfig, SharingConfig, TrainConfig)
+                for f in dataclasses.fields(cls)}
+    for name in sorted(set(defaults) - {"env", "ppo", "sharing", "method"}):
+        kind = type(defaults[name])
+        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
+                            help=f"{_HELP.get(name, name.replace('_', ' '))} (default: preset or "
+                                 f"{defaults[name]})")
+    return parser
+
+
+def _env_params(pairs: list[str]) -> dict:
+    import tomllib
+
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--env-param: expected KEY=VALUE, got {pair!r}")
+        try:
+            params[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            params[key] = value
+    return params
+
+
+def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, argparse.Namespace]:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    skip = {"env", "method", "env_param", "quiet"}
+    overrides = {k: v for k, v in vars(args).items() if k not in skip and v is not None}
+    try:
+        overrides["env_params"] = _env_params(args.env_param)
+        config = make_config(env=args.env, method=args.method, **overrides)
+    except ValueError as err:
+        parser.error(str(err))
+    return config, args
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def run(config: TrainConfig, quiet: bool = False, console: Console | None = None) -> dict:
+    """Trains with a progress bar and writes the run folder; returns the summary."""
+    console = console or Console(stderr=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(config.out) / f"{config.env.name}-{config.method}-s{config.seed}-{stamp}"
+    run_dir.mkdir(parents=True, exist_ok=False)
+    checkpoint.write_json(run_dir / "config.json", config.to_dict())
+    ckpt = checkpoint.manager(run_dir / "checkpoints") if config.checkpoint_every else None
+
+    fns = make_train_fns(config)
+    total_iters = config.num_iterations
+    steps_per_iter = config.num_envs * config.episode_length
+    t0 = time.perf_counter()
+    state = jax.jit(fns.init)(jax.random.key(config.seed))
+    iterate = jax.jit(fns.iterate, static_argnums=1)
+    chunk = min(config.log_every, total_iters)
+    compiled = {chunk: iterate.lower(state, chunk).compile()}
+    compile_s = time.perf_counter() - t0
+    console.print(f"[bold]{config.method}[/] on [bold]{config.env.name}[/]: {total_iters} iterations "
+                  f"x {steps_per_iter} env steps, compiled in {compile_s:.1f}s -> {run_dir}")
+
+    rows: list[dict] = []
+    done_iters, train_s = 0, 0.0
+    columns = [TextColumn("{task.description}"), BarColumn(),
+               TextColumn("{task.completed:,.0f}/{task.total:,.0f} steps"),
+               TextColumn("return {task.fields[ret]}"), TextColumn("{task.fields[sps]} steps/s"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    with Progress(*columns, console=console, disable=quiet) as progress:
+        task = progress.add_task("training", total=total_iters * steps_per_iter, ret="-", sps="-")
+        while done_iters < total_iters:
+            n = min(chunk, total_iters - done_iters)
+            if n not in compiled:
+                compiled[n] = iterate.lower(state, n).compile()
+            t = time.perf_counter()
+            state, metrics = compiled[n](state)
+            metrics = jax.device_get(metrics)
+            train_s += time.perf_counter() - t
+            for i in range(n):
+                row = {"iteration": done_iters + i + 1,
+                       "env_steps": (done_iters + i + 1) * steps_per_iter}
+                row.update({k: float(np.asarray(v[i]).mean()) for k, v in metrics.items()})
+                rows.append(row)
+            done_iters += n
+            checkpoint.write_atomic(run_dir / "metrics.csv", _csv(rows))
+            if ckpt and (done_iters % config.checkpoint_every < n or done_iters == total_iters):
+                checkpoint.save(ckpt, done_iters, state)
+            sps = done_iters * steps_per_iter / max(train_s, 1e-9)
+            progress.update(task, completed=done_iters * steps_per_iter,
+                            ret=f"{rows[-1]['episode_return']:.3f}", sps=f"{sps:,.0f}")
+
+    returns = np.array([r["episode_return"] for r in rows])
+    tail = max(1, len(returns) // 10)
+    summary = {
+        "env": config.env.name,
+        "method": config.method,
+        "seed": config.seed,
+        "iterations": total_iters,
+        "env_steps": total_iters * steps_per_iter,
+        "final_return": float(returns[-tail:].mean()),
+        "first_return": float(returns[:tail].mean()),
+        "best_return": float(returns.max()),
+        "compile_seconds": round(compile_s, 2),
+        "train_seconds": round(train_s, 2),
+        "env_steps_per_second": round(total_iters * steps_per_iter / max(train_s, 1e-9), 1),
+        "device": jax.devices()[0].device_kind,
+        "run_dir": str(run_dir),
+    }
+    checkpoint.write_json(run_dir / "summary.json", summary)
+    if ckpt:
+        ckpt.close()
+    table = Table(title="summary")
+    table.add_column("field")
+    table.add_column("value")
+    for key, value in summary.items():
+        table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
+    console.print(table)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    config, args = config_from_args(argv)
+    run(config, quiet=args.quiet)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

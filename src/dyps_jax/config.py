@@ -1,0 +1,237 @@
+"""Typed, frozen configuration and its validation.
+
+`make_config(env="lbf-1", method="dyps", **overrides)` is the one way to build a configuration; the
+command line calls it with its flags (`--total-steps` -> `total_steps=`). Precedence, lowest first:
+dataclass defaults, the preset's `[train]` table (the paper's Table 6 for that scenario), overrides.
+Every bad value raises `ValueError` naming the field, the value and what is allowed, before anything
+is compiled (DESIGN.md §7).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from dyps_jax import envs
+
+METHODS = ("dyps", "nops", "ps", "ps-id")
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvSpec:
+    """Which scenario: its preset name, environment kind and the resolved environment parameters."""
+
+    name: str
+    kind: str
+    params: dict[str, Any]
+
+    def build(self) -> envs.Environment:
+        return envs.build(self.kind, dict(self.params))
+
+
+@dataclasses.dataclass(frozen=True)
+class PPOConfig:
+    """Per-group PPO of the resource-allocation policies (paper §3.4, Table 6; ALGORITHMS.md §5)."""
+
+    lr: float = 5e-4
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    clip_eps: float = 0.2
+    ent_coef: float = 0.01
+    vf_coef: float = 0.5
+    max_grad_norm: float = 0.5
+    update_epochs: int = 4
+    batch_size: int = 256  # (env, step) transitions per minibatch, each holding all N agents
+    hidden_size: int = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class SharingConfig:
+    """How agents share parameters (DESIGN.md §1) and DyPS's role models (paper §3.2-3.3)."""
+
+    method: str = "dyps"
+    num_groups: int = 4
+    selector_lr: float = 1e-5
+    selector_ent_coef: float = 0.01
+    role_lr: float = 1e-3  # VLSTM and CVAE; the paper does not give it
+    vlstm_hidden: int = 64
+    vlstm_latent: int = 16
+    cvae_latent: int = 16
+    aux_samples: int = 4096  # (state, action, group) triples per CVAE step
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    env: EnvSpec
+    ppo: PPOConfig = PPOConfig()
+    sharing: SharingConfig = SharingConfig()
+    seed: int = 0
+    total_steps: int = 1_000_000  # environment steps, summed over the parallel environments
+    num_envs: int = 16
+    log_every: int = 10  # iterations per host call (progress bar, logs)
+    checkpoint_every: int = 100  # iterations between checkpoints; 0 disables them
+    out: str = "runs"
+
+    @property
+    def method(self) -> str:
+        return self.sharing.method
+
+    @property
+    def num_agents(self) -> int:
+        return int(self.env.build().num_agents)
+
+    @property
+    def episode_length(self) -> int:
+        return int(self.env.build().max_steps)
+
+    @property
+    def num_iterations(self) -> int:
+        """One iteration runs `num_envs` complete episodes (ALGORITHMS.md §1)."""
+        return self.total_steps // (self.num_envs * self.episode_length)
+
+    @property
+    def num_param_sets(self) -> int:
+        """G, the length of the leading group axis of the policy parameters."""
+        return {"nops": self.num_agents, "ps": 1, "ps-id": 1}.get(self.method, self.sharing.num_groups)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"ppo": PPOConfig, "sharing": SharingConfig}
+_TOP = {f.name for f in dataclasses.fields(TrainConfig)} - {"env", "ppo", "sharing"}
+
+
+def override_names() -> list[str]:
+    """Every name `make_config` accepts as an override (the CLI flag names with underscores)."""
+    names = set(_TOP) | {"env_params"}
+    for cls in _SECTIONS.values():
+        names |= {f.name for f in dataclasses.fields(cls)}
+    return sorted(names - {"method"})
+
+
+def _coerce(name: str, value: Any, default: Any) -> Any:
+    """Converts TOML/CLI values to the type of the default, rejecting what does not fit."""
+    try:
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if isinstance(default, int):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if isinstance(default, float):
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if isinstance(default, str):
+            if not isinstance(value, str):
+                raise TypeError
+            return value
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name}: expected {type(default).__name__}, got {value!r}"
+        ) from None
+    return value
+
+
+def make_config(env: str = "lbf-1", method: str = "dyps", **overrides: Any) -> TrainConfig:
+    """Builds and validates a `TrainConfig`.
+
+    Args:
+      env: a preset name (`lbf-1`, ...) or a path to a scenario TOML file.
+      method: one of `METHODS`.
+      **overrides: any name of `override_names()`, e.g. `total_steps=200_000, lr=3e-4`;
+        `env_params={"num_agents": 3}` overrides parameters of the preset's `[env]` table.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method: unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    preset = envs.load_preset(env)
+    env_params = {k: v for k, v in preset["env"].items() if k != "kind"}
+    extra_env = overrides.pop("env_params", None) or {}
+    if not isinstance(extra_env, dict):
+        raise ValueError(f"env_params: expected a dict, got {extra_env!r}")
+    env_params.update(extra_env)
+    spec = EnvSpec(name=preset["name"], kind=preset["env"]["kind"], params=env_params)
+    spec.build()  # validates the environment parameters
+
+    values = {**preset["train"], **overrides, "method": method}
+    allowed = set(override_names()) | {"method"}
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise ValueError(
+            f"unknown setting(s) {unknown}; allowed: {', '.join(sorted(allowed - {'method'}))}"
+        )
+    sections: dict[str, dict[str, Any]] = {"ppo": {}, "sharing": {}}
+    top: dict[str, Any] = {}
+    for name, value in values.items():
+        for section, cls in _SECTIONS.items():
+            fields = {f.name: f.default for f in dataclasses.fields(cls)}
+            if name in fields:
+                sections[section][name] = _coerce(name, value, fields[name])
+                break
+        else:
+            default = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
+            top[name] = _coerce(name, value, default)
+    config = TrainConfig(
+        env=spec,
+        ppo=PPOConfig(**sections["ppo"]),
+        sharing=SharingConfig(**sections["sharing"]),
+        **top,
+    )
+    validate(config)
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    """Raises ValueError for the first invalid field of `config`."""
+    envs.core.check_positive(
+        "config",
+        total_steps=config.total_steps,
+        num_envs=config.num_envs,
+        log_every=config.log_every,
+    )
+    if config.checkpoint_every < 0:
+        raise ValueError(f"checkpoint_every: must be >= 0, got {config.checkpoint_every}")
+    ppo, sharing = config.ppo, config.sharing
+    envs.core.check_positive(
+        "ppo",
+        lr=ppo.lr,
+        clip_eps=ppo.clip_eps,
+        max_grad_norm=ppo.max_grad_norm,
+        update_epochs=ppo.update_epochs,
+        batch_size=ppo.batch_size,
+        hidden_size=ppo.hidden_size,
+    )
+    envs.core.check_positive(
+        "sharing",
+        selector_lr=sharing.selector_lr,
+        role_lr=sharing.role_lr,
+        vlstm_hidden=sharing.vlstm_hidden,
+        vlstm_latent=sharing.vlstm_latent,
+        cvae_latent=sharing.cvae_latent,
+        aux_samples=sharing.aux_samples,
+    )
+    for name, value in (("gamma", ppo.gamma), ("gae_lambda", ppo.gae_lambda)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name}: must be in [0, 1], got {value}")
+    for name, value in (
+        ("ent_coef", ppo.ent_coef),
+        ("vf_coef", ppo.vf_coef),
+        ("selector_ent_coef", sharing.selector_ent_coef),
+    ):
+        if value < 0 or not math.isfinite(value):
+            raise ValueError(f"{name}: must be a finite number >= 0, got {value}")
+    n = config.num_agents
+    if not 1 <= sharing.num_groups <= n:
+        raise ValueError(
+            f"num_groups: must be between 1 and the number of agents ({n}), got {sharing.num_groups}"
+        )
+    per_iteration = config.num_envs * config.episode_length
+    if config.total_steps < per_iteration:
+        raise ValueError(
+            f"total_steps: {config.total_steps} is less than one iteration "
+            f"(num_envs {config.num_envs} x episode length {config.episode_length} = {per_iteration})"
+        )

@@ -1,0 +1,106 @@
+"""Actor and critic MLPs, and how agents apply their group's row of stacked parameters.
+
+Parameters of G groups are one pytree whose leaves carry a leading axis `[G, ...]` (DESIGN.md §1).
+`grouped_apply` is the single place that decides how agents reach their group's weights (§5):
+
+* G small (DyPS, PS): run every group's network on all agents, then each agent keeps the row of its
+  own group (`take_along_axis`). Dense matmuls, G x the FLOPs, no weight copies.
+* G = N with the identity assignment (NoPS): vmap over the agent axis of both parameters and inputs,
+  which XLA lowers to a batched matrix-vector product (`einsum('bnd,ndh->bnh')`), again without ever
+  building an `[N, ...]` copy of weights indexed by group.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class MLP(nn.Module):
+    """`features[:-1]` tanh hidden layers then a linear output of `features[-1]` units."""
+
+    features: Sequence[int]
+    final_scale: float = 1.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for width in self.features[:-1]:
+            x = nn.tanh(nn.Dense(width, kernel_init=nn.initializers.orthogonal(np.sqrt(2)))(x))
+        out = nn.Dense(self.features[-1], kernel_init=nn.initializers.orthogonal(self.final_scale))
+        return out(x)
+
+
+class ActorCritic(nn.Module):
+    """Separate actor (logits) and critic (value) MLPs with two hidden layers (ALGORITHMS.md §5)."""
+
+    num_actions: int
+    hidden_size: int = 64
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        h = self.hidden_size
+        logits = MLP((h, h, self.num_actions), final_scale=0.01, name="actor")(x)
+        value = MLP((h, h, 1), final_scale=1.0, name="critic")(x)
+        return logits, value[..., 0]
+
+
+def init_stacked(module: nn.Module, key: jax.Array, num_sets: int, example: jax.Array) -> Any:
+    """Independently initialised parameter sets stacked on a leading axis: leaves `[G, ...]`."""
+    keys = jax.random.split(key, num_sets)
+    return jax.vmap(lambda k: module.init(k, example))(keys)
+
+
+def grouped_apply(
+    apply_fn: Callable[..., Any],
+    params: Any,
+    x: jax.Array,
+    groups: jax.Array,
+    per_agent: bool,
+) -> Any:
+    """Applies each agent's group parameters to its input.
+
+    Args:
+      apply_fn: `apply_fn(params_of_one_group, x[..., D]) -> pytree of [..., *out]`.
+      params: stacked parameters, leaves `[G, ...]`.
+      x: f32[B, N, D], inputs of N agents in B samples.
+      groups: int32[B, N], the group of each agent in each sample (values in [0, G)).
+      per_agent: True when G = N and `groups[b] == arange(N)` (NoPS); selects the batched
+        matrix-vector path.
+
+    Returns:
+      The outputs of `apply_fn`, leaves `[B, N, *out]`.
+    """
+    chex.assert_rank(x, 3)
+    chex.assert_shape(groups, x.shape[:2])
+    if per_agent:
+        out = jax.vmap(apply_fn, in_axes=(0, 1))(params, x)  # leaves [N, B, ...]
+        return jax.tree.map(lambda y: jnp.swapaxes(y, 0, 1), out)
+    out = jax.vmap(apply_fn, in_axes=(0, None))(params, x)  # leaves [G, B, N, ...]
+
+    def select(y: jax.Array) -> jax.Array:
+        index = groups.reshape((1,) + groups.shape + (1,) * (y.ndim - 3))
+        return jnp.take_along_axis(y, index, axis=0)[0]
+
+    return jax.tree.map(select, out)
+
+
+def segment_mean(
+    values: jax.Array, groups: jax.Array, weights: jax.Array, num_segments: int
+) -> jax.Array:
+    """Weighted mean of `values` per group; empty groups give 0, not NaN (DESIGN.md §5).
+
+    Args:
+      values, groups, weights: arrays of one shape (`groups` int32 in [0, num_segments)).
+
+    Returns:
+      f32[num_segments].
+    """
+    chex.assert_equal_shape([values, groups, weights])
+    total = jax.ops.segment_sum((values * weights).ravel(), groups.ravel(), num_segments)
+    count = jax.ops.segment_sum(weights.ravel(), groups.ravel(), num_segments)
+    return total / jnp.maximum(count, 1.0)

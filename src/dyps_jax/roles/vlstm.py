@@ -1,0 +1,116 @@
+"""Variational LSTM (Chung et al. 2015) for agent role embeddings, paper §3.2.2, eqs. 5-12.
+
+Per agent and time step t, with LSTM hidden state h_{t-1}:
+
+* prior      [mu_p, sigma_p] = f_p(h_{t-1})                      (eq. 5)
+* posterior  [mu_z, sigma_z] = phi_e(s_t, h_{t-1}),  z_t ~ q      (eqs. 10-11, reparameterised)
+* decoder    [mu_e, sigma_e] = f_d(z_t, h_{t-1}) predicts e_{t+1} = (s_{t+1}, r_{t+1})  (eqs. 7-8)
+* recurrence h_t = LSTM(h_{t-1}; [z_t, s_t, a_t, r_{t+1}])        (eq. 9)
+
+-ELBO (eq. 12) = sum_t KL(q(z_t) || p(z_t | h_{t-1})) - log N(e_{t+1}; mu_e, sigma_e). The agent's role
+embedding is h_T, the hidden state after its whole trajectory. The LSTM runs by `lax.scan` over time
+with agents and environments flattened into the batch axis.
+"""
+
+from __future__ import annotations
+
+import chex
+import distrax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from dyps_jax.nets import MLP
+
+_LOG_STD_MIN, _LOG_STD_MAX = -5.0, 2.0
+
+
+def _gaussian(params: jax.Array) -> distrax.MultivariateNormalDiag:
+    mean, log_std = jnp.split(params, 2, axis=-1)
+    return distrax.MultivariateNormalDiag(mean, jnp.exp(jnp.clip(log_std, _LOG_STD_MIN, _LOG_STD_MAX)))
+
+
+class VLSTM(nn.Module):
+    """One step of the VLSTM; `vlstm_elbo` scans it over a trajectory.
+
+    Sizes from the paper's appendix A.1: LSTM hidden 64, encoder with one 64-unit hidden layer,
+    decoder with two; the prior uses one hidden layer.
+    """
+
+    target_dim: int
+    hidden: int = 64
+    latent: int = 16
+
+    def setup(self):
+        self.cell = nn.OptimizedLSTMCell(self.hidden)
+        self.prior = MLP((self.hidden, 2 * self.latent))
+        self.encoder = MLP((self.hidden, 2 * self.latent))
+        self.decoder = MLP((self.hidden, self.hidden, 2 * self.target_dim))
+
+    def __call__(self, carry, state, lstm_input, target, noise):
+        """Args:
+          carry: (c, h), each f32[B, hidden].
+          state: f32[B, D], s_t.  lstm_input: f32[B, X], (s_t, a_t, r_{t+1}).
+          target: f32[B, target_dim], e_{t+1}.  noise: f32[B, latent], standard normal.
+
+        Returns:
+          new carry, and f32[B] KL and negative log-likelihood terms of eq. 12.
+        """
+        _, h = carry
+        prior = _gaussian(self.prior(h))
+        posterior = _gaussian(self.encoder(jnp.concatenate([state, h], axis=-1)))
+        z = posterior.loc + posterior.scale_diag * noise
+        decoded = _gaussian(self.decoder(jnp.concatenate([z, h], axis=-1)))
+        kl = posterior.kl_divergence(prior)
+        nll = -decoded.log_prob(target)
+        carry, _ = self.cell(carry, jnp.concatenate([z, lstm_input], axis=-1))
+        return carry, kl, nll
+
+
+def init_vlstm(model: VLSTM, key: jax.Array, state_dim: int, input_dim: int):
+    zeros = jnp.zeros((1, model.hidden))
+    return model.init(
+        key,
+        (zeros, zeros),
+        jnp.zeros((1, state_dim)),
+        jnp.zeros((1, input_dim)),
+        jnp.zeros((1, model.target_dim)),
+        jnp.zeros((1, model.latent)),
+    )
+
+
+def vlstm_elbo(
+    model: VLSTM,
+    params,
+    key: jax.Array,
+    states: jax.Array,
+    lstm_inputs: jax.Array,
+    targets: jax.Array,
+    valid: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """Negative ELBO (eq. 12) averaged over valid steps, and the role embeddings h_T.
+
+    Args:
+      states: f32[T, B, D]; lstm_inputs: f32[T, B, X]; targets: f32[T, B, target_dim];
+      valid: f32[T, B], 1 while the episode runs (the hidden state freezes after it ends).
+
+    Returns:
+      (loss f32[], embeddings f32[B, hidden]).
+    """
+    T, B = valid.shape
+    chex.assert_shape(states, (T, B, None))
+    chex.assert_shape(targets, (T, B, model.target_dim))
+    noise = jax.random.normal(key, (T, B, model.latent))
+    zeros = jnp.zeros((B, model.hidden))
+
+    def step(carry, xs):
+        state, lstm_input, target, eps, alive = xs
+        new_carry, kl, nll = model.apply(params, carry, state, lstm_input, target, eps)
+        keep = alive[:, None] > 0
+        carry = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_carry, carry)
+        return carry, (kl + nll) * alive
+
+    (_, h_final), losses = jax.lax.scan(
+        step, (zeros, zeros), (states, lstm_inputs, targets, noise, valid)
+    )
+    return losses.sum() / jnp.maximum(valid.sum(), 1.0), h_final

@@ -1,0 +1,308 @@
+"""A whole training run as pure JAX: `make_train(config)` returns `train(key)`.
+
+One iteration (Algorithm 1 of the paper, vectorised over E environments; ALGORITHMS.md §1):
+
+1. assignment: DyPS samples g[e, n] from eq. 13; the other methods use a fixed one (sharing.py);
+2. rollout: `lax.scan` over one episode of T steps, each agent acting with its group's parameters;
+3. DyPS only: group-selector actor-critic step, VLSTM ELBO step (eq. 12), CVAE ELBO step (eq. 4);
+4. per-group PPO: GAE, then epochs x minibatches of the clipped objective, per-group optimiser state.
+
+The assignment is a traced int32 array, so nothing recompiles when groups change. `train` is
+`jax.jit`- and `jax.vmap`-able over keys. Run `python -m dyps_jax.train --help` for the command line.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from dyps_jax import sharing
+from dyps_jax.config import TrainConfig
+from dyps_jax.grouping import GroupSelector, RunningStats, sample_groups, selector_loss
+from dyps_jax.nets import ActorCritic, grouped_apply, init_stacked, segment_mean
+from dyps_jax.ppo import gae, masked_categorical, normalize_per_group, ppo_terms
+from dyps_jax.roles.cvae import CVAE, cvae_elbo, group_embeddings, init_cvae
+from dyps_jax.roles.vlstm import VLSTM, init_vlstm, vlstm_elbo
+
+
+@struct.dataclass
+class Learner:
+    """Parameters and optimiser state of one trained model."""
+
+    params: Any
+    opt_state: Any
+
+
+@struct.dataclass
+class RoleState:
+    """DyPS's role models and group selector (absent for the fixed-assignment methods)."""
+
+    vlstm: Learner
+    cvae: Learner
+    selector: Learner
+    return_stats: RunningStats
+    agent_embedding: jax.Array  # f32[E, N, H], h_a from each environment's previous episode
+
+
+@struct.dataclass
+class TrainState:
+    policy: Learner  # leaves [G, ...], optimiser state per group
+    roles: RoleState | None
+    key: jax.Array
+    iteration: jax.Array
+    env_steps: jax.Array
+
+
+class Transition(NamedTuple):
+    """One rollout step of E environments; leaves `[E, N, ...]` (`done` is `[E]`)."""
+
+    obs: jax.Array
+    action_mask: jax.Array
+    action: jax.Array
+    log_prob: jax.Array
+    value: jax.Array
+    reward: jax.Array
+    done: jax.Array
+    valid: jax.Array
+    metrics: dict[str, jax.Array]
+
+
+class TrainFns(NamedTuple):
+    """The pieces of a run: `init(key) -> state`; `iterate(state, n) -> (state, metrics[n])`.
+
+    `iterate` runs n iterations in one `lax.scan` (n static); host loops call it every few
+    iterations to draw progress and write logs, keeping the hot path free of host round trips.
+    """
+
+    init: Callable[[jax.Array], TrainState]
+    iterate: Callable[[TrainState, int], tuple[TrainState, dict[str, jax.Array]]]
+
+
+def make_train_fns(config: TrainConfig) -> TrainFns:
+    env = config.env.build()
+    method = config.method
+    n_envs, n_agents, horizon = config.num_envs, env.num_agents, env.max_steps
+    n_sets = config.num_param_sets
+    per_agent = sharing.is_per_agent(method)
+    ppo, share = config.ppo, config.sharing
+    dyps = method == "dyps"
+
+    policy_net = ActorCritic(env.num_actions, ppo.hidden_size)
+    policy_tx = optax.chain(
+        optax.clip_by_global_norm(ppo.max_grad_norm), optax.adam(ppo.lr, eps=1e-5)
+    )
+    feat_dim = sharing.feature_dim(method, env.obs_dim, n_agents)
+    # VLSTM input (s_t, one-hot a_t, r_{t+1}) and target e_{t+1} = (s_{t+1}, r_{t+1}).
+    vlstm_net = VLSTM(target_dim=env.obs_dim + 1, hidden=share.vlstm_hidden, latent=share.vlstm_latent)
+    vlstm_input_dim = env.obs_dim + env.num_actions + 1
+    cvae_net = CVAE(n_sets, env.num_actions, latent=share.cvae_latent)
+    selector_net = GroupSelector(n_agents)
+    role_tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(share.role_lr))
+    selector_tx = optax.adam(share.selector_lr)
+
+    def init(key: jax.Array) -> TrainState:
+        k_policy, k_vlstm, k_cvae, k_sel, key = jax.random.split(key, 5)
+        params = init_stacked(policy_net, k_policy, n_sets, jnp.zeros((1, feat_dim)))
+        policy = Learner(params, jax.vmap(policy_tx.init)(params))
+        roles = None
+        if dyps:
+            vlstm_params = init_vlstm(vlstm_net, k_vlstm, env.obs_dim, vlstm_input_dim)
+            cvae_params = init_cvae(cvae_net, k_cvae, env.obs_dim)
+            embedding = jnp.zeros((n_envs, n_agents, share.vlstm_hidden))
+            sel_params = selector_net.init(
+                k_sel, embedding, jnp.zeros((n_sets, share.cvae_latent))
+            )
+            roles = RoleState(
+                vlstm=Learner(vlstm_params, role_tx.init(vlstm_params)),
+                cvae=Learner(cvae_params, role_tx.init(cvae_params)),
+                selector=Learner(sel_params, selector_tx.init(sel_params)),
+                return_stats=RunningStats.create(),
+                agent_embedding=embedding,
+            )
+        zero = jnp.zeros((), jnp.int32)
+        return TrainState(policy, roles, key, zero, zero)
+
+    def rollout(key: jax.Array, params: Any, groups: jax.Array):
+        """One episode in each of E environments; returns transitions [T, E, ...] and final obs."""
+        k_reset, k_steps = jax.random.split(key)
+        env_state, ts = jax.vmap(env.reset)(jax.random.split(k_reset, n_envs))
+
+        def step(carry, key):
+            env_state, ts, ended = carry
+            k_act, k_env = jax.random.split(key)
+            feats = sharing.policy_features(method, ts.obs)
+            logits, value = grouped_apply(policy_net.apply, params, feats, groups, per_agent)
+            dist = masked_categorical(logits, ts.action_mask)
+            action = dist.sample(seed=k_act).astype(jnp.int32)
+            env_state, next_ts = jax.vmap(env.step)(
+                jax.random.split(k_env, n_envs), env_state, action
+            )
+            alive = (~ended).astype(jnp.float32)
+            transition = Transition(
+                obs=ts.obs,
+                action_mask=ts.action_mask,
+                action=action,
+                log_prob=dist.log_prob(action),
+                value=value,
+                reward=next_ts.reward * alive[:, None],
+                done=next_ts.done,
+                valid=jnp.broadcast_to(alive[:, None], (n_envs, n_agents)),
+                metrics=jax.tree.map(lambda m: m * alive, next_ts.metrics),
+            )
+            return (env_state, next_ts, ended | next_ts.done), transition
+
+        carry = (env_state, ts, jnp.zeros(n_envs, bool))
+        (_, final_ts, _), traj = jax.lax.scan(step, carry, jax.random.split(k_steps, horizon))
+        return traj, final_ts.obs
+
+    def ppo_update(key: jax.Array, policy: Learner, traj: Transition, groups: jax.Array):
+        # Every episode ends within max_steps (the environments' time limit), so nothing to bootstrap.
+        advantages, returns = gae(
+            traj.reward, traj.value, traj.done[..., None], jnp.zeros_like(traj.value[0]),
+            ppo.gamma, ppo.gae_lambda,
+        )
+        flat = lambda x: x.reshape((horizon * n_envs,) + x.shape[2:])  # noqa: E731
+        groups_b = flat(jnp.broadcast_to(groups, (horizon,) + groups.shape))
+        valid = flat(traj.valid)
+        advantages = normalize_per_group(flat(advantages), groups_b, valid, n_sets)
+        batch = (flat(traj.obs), flat(traj.action_mask), flat(traj.action), flat(traj.log_prob),
+                 flat(traj.value), advantages, flat(returns), valid, groups_b)
+        size = horizon * n_envs
+        mb_size = min(ppo.batch_size, size)
+        n_mb = size // mb_size
+
+        def loss_fn(params, mb):
+            obs, mask, action, old_logp, old_value, adv, ret, weight, grp = mb
+            logits, value = grouped_apply(
+                policy_net.apply, params, sharing.policy_features(method, obs), grp, per_agent
+            )
+            terms = ppo_terms(logits, value, mask, action, old_logp, old_value, adv, ret, ppo.clip_eps)
+            per_group = jax.tree.map(lambda t: segment_mean(t, grp, weight, n_sets), terms)
+            loss = (per_group.policy_loss + ppo.vf_coef * per_group.value_loss
+                    - ppo.ent_coef * per_group.entropy).sum()
+            mean = jax.tree.map(lambda t: (t * weight).sum() / jnp.maximum(weight.sum(), 1.0), terms)
+            return loss, mean._asdict()
+
+        def minibatch_step(policy, mb):
+            grads, info = jax.grad(loss_fn, has_aux=True)(policy.params, mb)
+            updates, opt_state = jax.vmap(policy_tx.update)(grads, policy.opt_state, policy.params)
+            return Learner(optax.apply_updates(policy.params, updates), opt_state), info
+
+        def epoch(policy, key):
+            order = jax.random.permutation(key, size)[: n_mb * mb_size].reshape(n_mb, mb_size)
+            return jax.lax.scan(minibatch_step, policy, jax.tree.map(lambda x: x[order], batch))
+
+        policy, info = jax.lax.scan(epoch, policy, jax.random.split(key, ppo.update_epochs))
+        return policy, jax.tree.map(jnp.mean, info)
+
+    def role_update(key: jax.Array, roles: RoleState, traj: Transition, final_obs: jax.Array,
+                    groups: jax.Array, team_return: jax.Array):
+        k_vlstm, k_cvae, k_idx = jax.random.split(key, 3)
+        z_groups = group_embeddings(cvae_net, roles.cvae.params)
+
+        stats = roles.return_stats.update(team_return)
+        sel_grads, sel_info = jax.grad(selector_loss, argnums=1, has_aux=True)(
+            selector_net, roles.selector.params, roles.agent_embedding, z_groups, groups,
+            stats.standardise(team_return), share.selector_ent_coef,
+        )
+        selector = _apply(selector_tx, roles.selector, sel_grads)
+
+        batch = horizon * n_envs * n_agents
+        to_batch = lambda x: x.reshape((horizon, n_envs * n_agents) + x.shape[3:])  # noqa: E731
+        next_obs = jnp.concatenate([traj.obs[1:], final_obs[None]], axis=0)
+        reward = traj.reward[..., None]
+        lstm_in = jnp.concatenate(
+            [traj.obs, jax.nn.one_hot(traj.action, env.num_actions), reward], axis=-1
+        )
+        target = jnp.concatenate([next_obs, reward], axis=-1)
+        (vlstm_loss, embedding), vlstm_grads = jax.value_and_grad(
+            lambda p: vlstm_elbo(vlstm_net, p, k_vlstm, to_batch(traj.obs), to_batch(lstm_in),
+                                 to_batch(target), to_batch(traj.valid)),
+            has_aux=True,
+        )(roles.vlstm.params)
+        vlstm = _apply(role_tx, roles.vlstm, vlstm_grads)
+
+        # The CVAE sees a random subset of (state, action, group) triples: its cost must not grow
+        # with N x T x E (3130 agents in the medical scenario).
+        idx = jax.random.randint(k_idx, (share.aux_samples,), 0, batch)
+        take = lambda x: x.reshape((batch,) + x.shape[3:])[idx]  # noqa: E731
+        all_groups = jnp.broadcast_to(groups, (horizon,) + groups.shape)
+        cvae_loss, cvae_grads = jax.value_and_grad(
+            lambda p: cvae_elbo(cvae_net, p, k_cvae, take(all_groups), take(traj.obs),
+                                take(traj.action), take(traj.valid))
+        )(roles.cvae.params)
+        cvae = _apply(role_tx, roles.cvae, cvae_grads)
+
+        new_roles = RoleState(
+            vlstm=vlstm, cvae=cvae, selector=selector, return_stats=stats,
+            agent_embedding=jax.lax.stop_gradient(embedding.reshape(n_envs, n_agents, -1)),
+        )
+        return new_roles, {"vlstm_loss": vlstm_loss, "cvae_loss": cvae_loss, **sel_info}
+
+    def iteration(state: TrainState, _) -> tuple[TrainState, dict[str, jax.Array]]:
+        key, k_assign, k_roll, k_ppo, k_roles = jax.random.split(state.key, 5)
+        if dyps:
+            logits, _ = selector_net.apply(
+                state.roles.selector.params,
+                state.roles.agent_embedding,
+                group_embeddings(cvae_net, state.roles.cvae.params),
+            )
+            groups = sample_groups(k_assign, logits)
+        else:
+            groups = sharing.fixed_assignment(method, n_envs, n_agents)
+        traj, final_obs = rollout(k_roll, state.policy.params, groups)
+        team_return = traj.reward.sum(axis=(0, 2))  # [E]
+        metrics = {
+            "episode_return": team_return.mean(),
+            "episode_length": traj.valid[:, :, 0].sum(axis=0).mean(),
+            **{k: v.sum(axis=0).mean() for k, v in traj.metrics.items()},
+        }
+        roles = state.roles
+        if dyps:
+            roles, role_info = role_update(k_roles, roles, traj, final_obs, groups, team_return)
+            counts = jax.nn.one_hot(groups, n_sets).sum(axis=(0, 1))
+            metrics.update(role_info, groups_used=(counts > 0).sum().astype(jnp.float32))
+        policy, ppo_info = ppo_update(k_ppo, state.policy, traj, groups)
+        metrics.update(ppo_info)
+        new_state = TrainState(
+            policy=policy, roles=roles, key=key, iteration=state.iteration + 1,
+            env_steps=state.env_steps + n_envs * horizon,
+        )
+        return new_state, metrics
+
+    def iterate(state: TrainState, n: int):
+        return jax.lax.scan(iteration, state, None, length=n)
+
+    return TrainFns(init=init, iterate=iterate)
+
+
+def _apply(tx: optax.GradientTransformation, learner: Learner, grads: Any) -> Learner:
+    updates, opt_state = tx.update(grads, learner.opt_state, learner.params)
+    return Learner(optax.apply_updates(learner.params, updates), opt_state)
+
+
+def make_train(config: TrainConfig) -> Callable[[jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
+    """Returns the pure function `train(key) -> (final TrainState, metrics)`.
+
+    `metrics` maps names to f32[num_iterations] arrays (`episode_return` is the mean over the
+    parallel environments of the team return, the sum of all agents' rewards in an episode).
+    `jax.jit(train)(key)` runs the whole budget as one compiled program; `jax.vmap(train)(keys)`
+    trains several seeds in one call.
+    """
+    fns = make_train_fns(config)
+    n = config.num_iterations
+
+    def train(key: jax.Array):
+        return fns.iterate(fns.init(key), n)
+
+    return train
+
+
+if __name__ == "__main__":
+    from dyps_jax.cli import main
+
+    main()
