@@ -129,7 +129,7 @@ def generate_city(
 
     `total_population=None` scales Atlanta's 7.19M with the number of CBGs (7.19M x C / 3130), so
     CBGs keep their size in smaller and larger cities. `links_per_cbg` is capped at `num_pois`. The CBG x POI weight matrix is processed in row chunks
-    (about 16M entries at a time), so 20,000 CBGs need a few hundred MB at most.
+    (about 2M entries at a time), so even 20,000 CBGs need little memory.
     """
     for name, value in (("num_cbgs", num_cbgs), ("num_pois", num_pois),
                         ("links_per_cbg", links_per_cbg), ("num_days", num_days)):
@@ -160,7 +160,7 @@ def generate_city(
     k = min(links_per_cbg, num_pois)
     edge_poi = np.empty((num_cbgs, k), np.int64)
     edge_w = np.empty((num_cbgs, k), np.float64)
-    chunk = max(1, 16_000_000 // num_pois)
+    chunk = max(1, 2_000_000 // num_pois)  # ~16 MB per temporary: peak memory stays small
     for start in range(0, num_cbgs, chunk):
         xy = cbg_xy[start:start + chunk]
         dist = np.sqrt(((xy[:, None, :] - poi_xy[None, :, :]) ** 2).sum(-1))
