@@ -5,9 +5,32 @@
     state, metrics = jax.jit(train)(jax.random.key(0))
 """
 
-from dyps_jax import envs
-from dyps_jax.config import METHODS, TrainConfig, make_config
-from dyps_jax.train import TrainState, make_train, make_train_fns
+import os
+
+# XLA:CPU's concurrency-optimised scheduler deadlocks (all threads parked, no progress) on the DyPS
+# iteration inside an outer `lax.scan` with jaxlib 0.10.2 (reproduced on lbf-1 with 16 envs). The
+# flag must be set before the CPU backend starts, so it is set at import; a user's explicit choice
+# in XLA_FLAGS wins.
+if "xla_cpu_enable_concurrency_optimized_scheduler" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_concurrency_optimized_scheduler=false"
+    ).strip()
+
+from dyps_jax import envs  # noqa: E402
+from dyps_jax.config import METHODS, TrainConfig, make_config  # noqa: E402
+
+_LAZY = ("TrainState", "make_train", "make_train_fns")
+
+
+def __getattr__(name: str):
+    # Imported on first use so that `python -m dyps_jax.train` does not find the module already
+    # loaded by the package (runpy warns about that).
+    if name in _LAZY:
+        from dyps_jax import train
+
+        return getattr(train, name)
+    raise AttributeError(f"module 'dyps_jax' has no attribute {name!r}")
+
 
 __all__ = ["METHODS", "TrainConfig", "TrainState", "envs", "make_config", "make_train",
            "make_train_fns"]
