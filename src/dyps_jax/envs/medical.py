@@ -96,22 +96,27 @@ def allocate_doses(logits: jax.Array, budget: jax.Array, capacity: jax.Array) ->
     """
     p = jax.nn.softmax(logits.astype(jnp.float32))
     cap = jnp.maximum(capacity, 0.0)
-    budget = jnp.minimum(budget, cap.sum())
+    budget = jnp.clip(budget, 0.0, cap.sum())
     ratio = jnp.where(p > 0, cap / jnp.where(p > 0, p, 1.0), jnp.inf)
     order = jnp.argsort(ratio)
     r_s, c_s, p_s = ratio[order], cap[order], p[order]
     cum_cap = jnp.cumsum(c_s)
-    rest_p = jnp.cumsum(p_s[::-1])[::-1] - p_s  # sum of p over the CBGs after position k
+    # Sum of p over the CBGs after position k, summed directly (a difference of cumulative sums
+    # cancels badly and can leave a tiny positive remainder that blows tau up to inf).
+    rest_p = jnp.concatenate([jnp.cumsum(p_s[::-1])[::-1][1:], jnp.zeros(1, p_s.dtype)])
     total_at_break = jnp.where(jnp.isfinite(r_s), cum_cap + r_s * rest_p, jnp.inf)
-    n_sat = jnp.sum(total_at_break <= budget)  # CBGs that are capped at the solution
-    sat_cap = jnp.where(n_sat > 0, cum_cap[jnp.maximum(n_sat - 1, 0)], 0.0)
-    free_p = jnp.where(n_sat > 0, rest_p[jnp.maximum(n_sat - 1, 0)], p_s.sum())
+    n_sat = jnp.sum(total_at_break <= budget)  # the first n_sat CBGs are capped at the solution
+    last = jnp.maximum(n_sat - 1, 0)
+    sat_cap = jnp.where(n_sat > 0, cum_cap[last], 0.0)
+    free_p = jnp.where(n_sat > 0, rest_p[last], p_s.sum())
     tau = jnp.where(free_p > 0, (budget - sat_cap) / jnp.where(free_p > 0, free_p, 1.0), 0.0)
-    doses = jnp.minimum(tau * p, cap)
+    tau = jnp.where(jnp.isfinite(tau), jnp.maximum(tau, 0.0), 0.0)
+    saturated = jnp.zeros(p.shape, bool).at[order].set(jnp.arange(p.shape[0]) < n_sat)
+    doses = jnp.where(saturated, cap, jnp.clip(tau * p, 0.0, cap))
     spare = cap - doses
     left = budget - doses.sum()
     doses = doses + jnp.maximum(left, 0.0) * spare / jnp.maximum(spare.sum(), 1e-30)
-    doses = jnp.minimum(doses, cap)
+    doses = jnp.clip(doses, 0.0, cap)
     # Never over budget through rounding.
     return doses * jnp.minimum(1.0, budget / jnp.maximum(doses.sum(), 1e-30))
 
@@ -232,7 +237,7 @@ class VaccineAllocation:
         else:
             doses = jnp.zeros_like(pop)
         vaccinated = jnp.minimum(state.vaccinated + doses, pop)
-        factor = 1.0 - vaccinated / pop
+        factor = jnp.clip(1.0 - vaccinated / pop, 0.0, 1.0)
         mobility = jnp.asarray(self.city.mobility)
         m = mobility[jnp.minimum(state.day, mobility.shape[0] - 1)]
         scales = self.v0 * jnp.asarray(self.city.hourly) * m  # f32[24]
