@@ -5,19 +5,8 @@
     state, metrics = jax.jit(train)(jax.random.key(0))
 """
 
-import os
-
-# XLA:CPU's concurrency-optimised scheduler deadlocks (all threads parked, no progress) on the DyPS
-# iteration inside an outer `lax.scan` with jaxlib 0.10.2 (reproduced on lbf-1 with 16 envs). The
-# flag must be set before the CPU backend starts, so it is set at import; a user's explicit choice
-# in XLA_FLAGS wins.
-if "xla_cpu_enable_concurrency_optimized_scheduler" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_concurrency_optimized_scheduler=false"
-    ).strip()
-
-from dyps_jax import envs  # noqa: E402
-from dyps_jax.config import METHODS, TrainConfig, make_config  # noqa: E402
+from dyps_jax import envs
+from dyps_jax.config import METHODS, TrainConfig, make_config
 
 _LAZY = ("TrainState", "make_train", "make_train_fns")
 

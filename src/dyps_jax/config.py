@@ -58,6 +58,7 @@ class SharingConfig:
     vlstm_hidden: int = 64
     vlstm_latent: int = 16
     cvae_latent: int = 16
+    cvae_beta: float = 0.1  # KL weight of the CVAE; 1 collapses the posterior (roles/cvae.py)
     aux_samples: int = 4096  # (state, action, group) triples per CVAE step
 
 
@@ -212,6 +213,7 @@ def validate(config: TrainConfig) -> None:
         vlstm_hidden=sharing.vlstm_hidden,
         vlstm_latent=sharing.vlstm_latent,
         cvae_latent=sharing.cvae_latent,
+        cvae_beta=sharing.cvae_beta,
         aux_samples=sharing.aux_samples,
     )
     for name, value in (("gamma", ppo.gamma), ("gae_lambda", ppo.gae_lambda)):

@@ -36,17 +36,21 @@ class MLP(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    """Separate actor (logits) and critic (value) MLPs with two hidden layers (ALGORITHMS.md §5)."""
+    """Separate actor and critic MLPs with two hidden layers (ALGORITHMS.md §5).
 
-    num_actions: int
+    The actor outputs `head_size` numbers that `ppo.action_distribution` turns into the policy
+    (logits, or Gaussian mean and log-std); the critic outputs V(o).
+    """
+
+    head_size: int
     hidden_size: int = 64
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         h = self.hidden_size
-        logits = MLP((h, h, self.num_actions), final_scale=0.01, name="actor")(x)
+        head = MLP((h, h, self.head_size), final_scale=0.01, name="actor")(x)
         value = MLP((h, h, 1), final_scale=1.0, name="critic")(x)
-        return logits, value[..., 0]
+        return head, value[..., 0]
 
 
 def init_stacked(module: nn.Module, key: jax.Array, num_sets: int, example: jax.Array) -> Any:

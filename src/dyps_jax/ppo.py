@@ -24,6 +24,32 @@ def masked_categorical(logits: jax.Array, action_mask: jax.Array) -> distrax.Cat
     return distrax.Categorical(logits=jnp.where(action_mask, logits, _MASKED_LOGIT))
 
 
+def head_size(action_kind: str, num_actions: int) -> int:
+    """Width of the policy output: logits, or a mean and a log-std per action dimension."""
+    return {"categorical": num_actions, "gaussian": 2 * num_actions}[action_kind]
+
+
+def action_distribution(
+    action_kind: str, head: jax.Array, action_mask: jax.Array
+) -> distrax.Distribution:
+    """The policy distribution of an environment's action kind (ALGORITHMS.md §5).
+
+    Args:
+      head: [..., head_size], the policy network's output.
+      action_mask: bool[..., A]; used by the categorical kind only.
+
+    Returns:
+      categorical: masked `Categorical`, actions int32[...];
+      gaussian: diagonal `MultivariateNormalDiag`, actions f32[..., A].
+    """
+    if action_kind == "categorical":
+        return masked_categorical(head, action_mask)
+    if action_kind == "gaussian":
+        mean, log_std = jnp.split(head, 2, axis=-1)
+        return distrax.MultivariateNormalDiag(mean, jnp.exp(jnp.clip(log_std, -5.0, 2.0)))
+    raise ValueError(f"action_kind: unknown {action_kind!r}; allowed: categorical, gaussian")
+
+
 def gae(
     rewards: jax.Array,
     values: jax.Array,
@@ -81,9 +107,8 @@ class PPOTerms(NamedTuple):
 
 
 def ppo_terms(
-    logits: jax.Array,
+    dist: distrax.Distribution,
     values: jax.Array,
-    action_mask: jax.Array,
     actions: jax.Array,
     old_log_prob: jax.Array,
     old_values: jax.Array,
@@ -94,9 +119,9 @@ def ppo_terms(
     """Clipped surrogate (PPO eq. 7) and clipped value loss for a batch of samples.
 
     Args:
-      logits, action_mask: [..., A]; the remaining arguments have the batch shape `[...]`.
+      dist: the current policy over a batch `[...]`; the other arguments have the batch shape
+        (`actions` plus the event shape).
     """
-    dist = masked_categorical(logits, action_mask)
     log_prob = dist.log_prob(actions)
     log_ratio = log_prob - old_log_prob
     ratio = jnp.exp(log_ratio)

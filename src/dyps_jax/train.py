@@ -24,7 +24,7 @@ from dyps_jax import sharing
 from dyps_jax.config import TrainConfig
 from dyps_jax.grouping import GroupSelector, RunningStats, sample_groups, selector_loss
 from dyps_jax.nets import ActorCritic, grouped_apply, init_stacked, segment_mean
-from dyps_jax.ppo import gae, masked_categorical, normalize_per_group, ppo_terms
+from dyps_jax.ppo import action_distribution, gae, head_size, normalize_per_group, ppo_terms
 from dyps_jax.roles.cvae import CVAE, cvae_elbo, group_embeddings, init_cvae
 from dyps_jax.roles.vlstm import VLSTM, init_vlstm, vlstm_elbo
 
@@ -91,15 +91,26 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
     ppo, share = config.ppo, config.sharing
     dyps = method == "dyps"
 
-    policy_net = ActorCritic(env.num_actions, ppo.hidden_size)
+    kind = env.action_kind
+    policy_net = ActorCritic(head_size(kind, env.num_actions), ppo.hidden_size)
     policy_tx = optax.chain(
         optax.clip_by_global_norm(ppo.max_grad_norm), optax.adam(ppo.lr, eps=1e-5)
     )
     feat_dim = sharing.feature_dim(method, env.obs_dim, n_agents)
-    # VLSTM input (s_t, one-hot a_t, r_{t+1}) and target e_{t+1} = (s_{t+1}, r_{t+1}).
+    # VLSTM input (s_t, a_t, r_{t+1}) and target e_{t+1} = (s_{t+1}, r_{t+1}); a_t one-hot when
+    # categorical, the real vector when Gaussian.
     vlstm_net = VLSTM(target_dim=env.obs_dim + 1, hidden=share.vlstm_hidden, latent=share.vlstm_latent)
     vlstm_input_dim = env.obs_dim + env.num_actions + 1
-    cvae_net = CVAE(n_sets, env.num_actions, latent=share.cvae_latent)
+    cvae_net = CVAE(n_sets, env.num_actions, latent=share.cvae_latent, action_kind=kind)
+
+    def encode_action(action: jax.Array) -> jax.Array:
+        if kind == "categorical":
+            return jax.nn.one_hot(action, env.num_actions)
+        return action
+
+    def env_action(action: jax.Array) -> jax.Array:
+        # Environments with one real number per agent (medical) take f32[N], not f32[N, 1].
+        return action[..., 0] if kind == "gaussian" and env.num_actions == 1 else action
     selector_net = GroupSelector(n_agents)
     role_tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(share.role_lr))
     selector_tx = optax.adam(share.selector_lr)
@@ -135,11 +146,13 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             env_state, ts, ended = carry
             k_act, k_env = jax.random.split(key)
             feats = sharing.policy_features(method, ts.obs)
-            logits, value = grouped_apply(policy_net.apply, params, feats, groups, per_agent)
-            dist = masked_categorical(logits, ts.action_mask)
-            action = dist.sample(seed=k_act).astype(jnp.int32)
+            head, value = grouped_apply(policy_net.apply, params, feats, groups, per_agent)
+            dist = action_distribution(kind, head, ts.action_mask)
+            action = dist.sample(seed=k_act)
+            if kind == "categorical":
+                action = action.astype(jnp.int32)
             env_state, next_ts = jax.vmap(env.step)(
-                jax.random.split(k_env, n_envs), env_state, action
+                jax.random.split(k_env, n_envs), env_state, env_action(action)
             )
             alive = (~ended).astype(jnp.float32)
             transition = Transition(
@@ -177,10 +190,11 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
 
         def loss_fn(params, mb):
             obs, mask, action, old_logp, old_value, adv, ret, weight, grp = mb
-            logits, value = grouped_apply(
+            head, value = grouped_apply(
                 policy_net.apply, params, sharing.policy_features(method, obs), grp, per_agent
             )
-            terms = ppo_terms(logits, value, mask, action, old_logp, old_value, adv, ret, ppo.clip_eps)
+            dist = action_distribution(kind, head, mask)
+            terms = ppo_terms(dist, value, action, old_logp, old_value, adv, ret, ppo.clip_eps)
             per_group = jax.tree.map(lambda t: segment_mean(t, grp, weight, n_sets), terms)
             loss = (per_group.policy_loss + ppo.vf_coef * per_group.value_loss
                     - ppo.ent_coef * per_group.entropy).sum()
@@ -216,7 +230,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         next_obs = jnp.concatenate([traj.obs[1:], final_obs[None]], axis=0)
         reward = traj.reward[..., None]
         lstm_in = jnp.concatenate(
-            [traj.obs, jax.nn.one_hot(traj.action, env.num_actions), reward], axis=-1
+            [traj.obs, encode_action(traj.action), reward], axis=-1
         )
         target = jnp.concatenate([next_obs, reward], axis=-1)
         (vlstm_loss, embedding), vlstm_grads = jax.value_and_grad(
@@ -233,7 +247,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         all_groups = jnp.broadcast_to(groups, (horizon,) + groups.shape)
         cvae_loss, cvae_grads = jax.value_and_grad(
             lambda p: cvae_elbo(cvae_net, p, k_cvae, take(all_groups), take(traj.obs),
-                                take(traj.action), take(traj.valid))
+                                take(traj.action), take(traj.valid), share.cvae_beta)
         )(roles.cvae.params)
         cvae = _apply(role_tx, roles.cvae, cvae_grads)
 

@@ -3,6 +3,11 @@
 The encoder q(z | I_g[m]) sees only the one-hot group id; the decoder p(a | z, s) also sees the state
 s, which bypasses the encoder, so z carries only what distinguishes group m's policy. -ELBO =
 -E_q[log p(a | z, s)] + KL(q(z | m) || N(0, I)); the group embedding z_g[m] is the encoder mean.
+
+The KL term carries a weight beta (Higgins et al. 2017). With beta = 1 (eq. 4 as printed) encoding the
+group costs as many nats of KL as it can save in reconstruction (both are bounded by the information
+the group id carries about the action), so the optimum is indifferent and training collapses the
+posterior onto the prior: every z_g becomes 0 and eq. 13 gives uniform groups. beta < 1 breaks the tie.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from dyps_jax.nets import MLP
+from dyps_jax.ppo import action_distribution, head_size
 
 
 class CVAE(nn.Module):
@@ -23,10 +29,11 @@ class CVAE(nn.Module):
     num_actions: int
     latent: int = 16
     hidden: int = 64
+    action_kind: str = "categorical"
 
     def setup(self):
         self.encoder = MLP((self.hidden, 2 * self.latent))
-        self.decoder = MLP((self.hidden, self.hidden, self.num_actions))
+        self.decoder = MLP((self.hidden, self.hidden, head_size(self.action_kind, self.num_actions)))
 
     def encode(self, groups: jax.Array) -> tuple[jax.Array, jax.Array]:
         """groups: int32[B] -> (mean, std), each f32[B, latent]."""
@@ -35,7 +42,7 @@ class CVAE(nn.Module):
         return mean, jnp.exp(jnp.clip(log_std, -5.0, 2.0))
 
     def decode(self, z: jax.Array, states: jax.Array) -> jax.Array:
-        """z: f32[B, latent], states: f32[B, D] -> action logits f32[B, A]."""
+        """z: f32[B, latent], states: f32[B, D] -> the action distribution's parameters."""
         return self.decoder(jnp.concatenate([z, states], axis=-1))
 
     def __call__(self, groups, states, noise):
@@ -57,19 +64,22 @@ def cvae_elbo(
     states: jax.Array,
     actions: jax.Array,
     weights: jax.Array,
+    beta: float = 1.0,
 ) -> jax.Array:
-    """Negative ELBO of eq. 4, the weighted mean over (state, action, group) triples.
+    """Negative ELBO of eq. 4 (KL weighted by beta), the weighted mean over (s, a, group) triples.
 
     Args:
-      groups: int32[B]; states: f32[B, D]; actions: int32[B]; weights: f32[B].
+      groups: int32[B]; states: f32[B, D]; weights: f32[B];
+      actions: int32[B] (categorical) or f32[B, A] (gaussian).
     """
-    chex.assert_equal_shape([groups, actions, weights])
+    chex.assert_equal_shape([groups, weights])
     noise = jax.random.normal(key, groups.shape + (model.latent,))
-    mean, std, logits = model.apply(params, groups, states, noise)
-    nll = -distrax.Categorical(logits=logits).log_prob(actions)
+    mean, std, head = model.apply(params, groups, states, noise)
+    mask = jnp.ones(head.shape[:-1] + (model.num_actions,), bool)
+    nll = -action_distribution(model.action_kind, head, mask).log_prob(actions)
     posterior = distrax.MultivariateNormalDiag(mean, std)
     prior = distrax.MultivariateNormalDiag(jnp.zeros_like(mean), jnp.ones_like(std))
-    loss = nll + posterior.kl_divergence(prior)
+    loss = nll + beta * posterior.kl_divergence(prior)
     return (loss * weights).sum() / jnp.maximum(weights.sum(), 1.0)
 
 

@@ -1,0 +1,23 @@
+"""Shared fixtures: a tiny LBF scenario so training tests compile and run in seconds."""
+
+import pytest
+
+TINY_LBF = """
+name = "lbf-tiny"
+[env]
+kind = "lbf"
+field_size = 6
+num_agents = 4
+num_food = 2
+sight = 6
+max_steps = 10
+[train]
+batch_size = 16
+"""
+
+
+@pytest.fixture
+def tiny_lbf(tmp_path):
+    path = tmp_path / "lbf-tiny.toml"
+    path.write_text(TINY_LBF)
+    return str(path)

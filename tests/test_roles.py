@@ -1,0 +1,141 @@
+"""VLSTM (eq. 12), CVAE (eq. 4) and the group selector (eq. 13)."""
+
+import chex
+import distrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from dyps_jax.grouping import GroupSelector, RunningStats, sample_groups, selector_loss
+from dyps_jax.roles.cvae import CVAE, cvae_elbo, group_embeddings, init_cvae
+from dyps_jax.roles.vlstm import VLSTM, init_vlstm, vlstm_elbo
+
+
+def _fit(loss_fn, params, steps, lr=3e-3):
+    tx = optax.adam(lr)
+    opt = tx.init(params)
+
+    @jax.jit
+    def step(params, opt, key):
+        loss, grads = jax.value_and_grad(loss_fn)(params, key)
+        updates, opt = tx.update(grads, opt)
+        return optax.apply_updates(params, updates), opt, loss
+
+    losses = []
+    for i in range(steps):
+        params, opt, loss = step(params, opt, jax.random.key(i))
+        losses.append(float(loss))
+    return params, losses
+
+
+def test_vlstm_shapes_and_frozen_hidden_after_episode_end():
+    model = VLSTM(target_dim=4, hidden=8, latent=3)
+    params = init_vlstm(model, jax.random.key(0), 3, 5)
+    T, B = 6, 4
+    states = jax.random.normal(jax.random.key(1), (T, B, 3))
+    inputs = jax.random.normal(jax.random.key(2), (T, B, 5))
+    targets = jax.random.normal(jax.random.key(3), (T, B, 4))
+    valid = jnp.ones((T, B)).at[3:, 0].set(0.0)
+    loss, h = vlstm_elbo(model, params, jax.random.key(4), states, inputs, targets, valid)
+    chex.assert_shape(h, (B, 8))
+    assert np.isfinite(loss)
+    # Changing inputs after agent 0's episode ended must not change its embedding.
+    inputs2 = inputs.at[4:, 0].set(100.0)
+    _, h2 = vlstm_elbo(model, params, jax.random.key(4), states, inputs2, targets, valid)
+    np.testing.assert_allclose(h[0], h2[0], rtol=1e-6)
+    assert not np.allclose(h[1], vlstm_elbo(model, params, jax.random.key(4), states,
+                                            inputs.at[4:, 1].set(100.0), targets, valid)[1][1])
+
+
+def test_vlstm_elbo_learns_a_predictable_sequence():
+    model = VLSTM(target_dim=2, hidden=16, latent=2)
+    T, B = 8, 16
+    t = jnp.arange(T, dtype=jnp.float32)[:, None, None]
+    states = jnp.broadcast_to(jnp.sin(t), (T, B, 1))
+    inputs = states
+    targets = jnp.concatenate([jnp.sin(t + 1), jnp.cos(t)], -1) * jnp.ones((T, B, 2))
+    params = init_vlstm(model, jax.random.key(0), 1, 1)
+
+    def loss_fn(p, key):
+        return vlstm_elbo(model, p, key, states, inputs, targets, jnp.ones((T, B)))[0]
+
+    _, losses = _fit(loss_fn, params, 150)
+    assert losses[-1] < losses[0] - 2.0
+
+
+def test_cvae_learns_group_specific_actions_and_embeddings_separate():
+    model = CVAE(num_groups=2, num_actions=3, latent=4)
+    params = init_cvae(model, jax.random.key(0), 2)
+    B = 256
+    groups = jnp.arange(B) % 2
+    states = jax.random.normal(jax.random.key(1), (B, 2))
+    actions = jnp.where(groups == 0, 0, 2)  # each group always takes its own action
+
+    def loss_fn(p, key):
+        return cvae_elbo(model, p, key, groups, states, actions, jnp.ones(B), beta=0.1)
+
+    params, losses = _fit(loss_fn, params, 300)
+    assert losses[-1] < 0.3 * losses[0]
+    z = group_embeddings(model, params)
+    chex.assert_shape(z, (2, 4))
+    assert float(jnp.dot(z[0], z[1])) < 0.0  # the two groups sit on opposite sides of the prior
+    logits = model.apply(params, z[groups], states, method=CVAE.decode)
+    assert float((jnp.argmax(logits, -1) == actions).mean()) > 0.95
+
+
+def test_cvae_with_beta_one_collapses_to_the_prior():
+    """Why beta < 1: with eq. 4's plain ELBO the group embeddings carry no information."""
+    model = CVAE(num_groups=2, num_actions=3, latent=4)
+    B = 256
+    groups = jnp.arange(B) % 2
+    states = jax.random.normal(jax.random.key(1), (B, 2))
+    actions = jnp.where(groups == 0, 0, 2)
+    params, _ = _fit(lambda p, k: cvae_elbo(model, p, k, groups, states, actions, jnp.ones(B)),
+                     init_cvae(model, jax.random.key(0), 2), 300)
+    z = group_embeddings(model, params)
+    logits = model.apply(params, z[groups], states, method=CVAE.decode)
+    assert float((jnp.argmax(logits, -1) == actions).mean()) < 0.8
+
+
+def test_selector_logits_are_the_bilinear_form_of_eq13():
+    N, H, M, Z = 5, 3, 4, 2
+    model = GroupSelector(num_agents=N)
+    h = jax.random.normal(jax.random.key(0), (2, N, H))
+    zg = jax.random.normal(jax.random.key(1), (M, Z))
+    params = model.init(jax.random.key(2), h, zg)
+    logits, value = model.apply(params, h, zg)
+    chex.assert_shape(logits, (2, N, M))
+    chex.assert_shape(value, (2,))
+    w = jnp.concatenate([params["params"]["w_id"], params["params"]["w_h"]], axis=0)
+    features = jnp.concatenate([jnp.broadcast_to(jnp.eye(N), (2, N, N)), h], axis=-1)
+    np.testing.assert_allclose(logits, features @ w @ zg.T, rtol=1e-5, atol=1e-5)
+
+
+def test_selector_policy_gradient_moves_towards_rewarded_group():
+    N, M = 3, 2
+    model = GroupSelector(num_agents=N)
+    h = jnp.zeros((64, N, 4))
+    zg = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+    params = model.init(jax.random.key(0), h, zg)
+
+    def loss_fn(p, key):
+        logits, _ = model.apply(p, h, zg)
+        groups = sample_groups(key, jax.lax.stop_gradient(logits))
+        reward = (groups == 1).mean(axis=1).astype(jnp.float32)  # group 1 pays
+        return selector_loss(model, p, h, zg, groups, reward - 0.5, 0.0)[0]
+
+    params, _ = _fit(loss_fn, params, 200, lr=1e-2)
+    probs = distrax.Categorical(logits=model.apply(params, h, zg)[0]).probs
+    assert float(probs[..., 1].mean()) > 0.8
+
+
+def test_running_stats_match_numpy():
+    rng = np.random.default_rng(0)
+    stats = RunningStats.create()
+    chunks = [rng.normal(3, 2, 50) for _ in range(10)]
+    for chunk in chunks:
+        stats = stats.update(jnp.asarray(chunk, jnp.float32))
+    data = np.concatenate(chunks)
+    np.testing.assert_allclose(stats.mean, data.mean(), rtol=1e-3)
+    np.testing.assert_allclose(stats.var, data.var(), rtol=1e-2)
