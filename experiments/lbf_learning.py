@@ -15,7 +15,7 @@ import csv
 import io
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jax
@@ -105,7 +105,7 @@ def main() -> None:
         "",
         f"Command: `python experiments/lbf_learning.py --env {args.env} --total-steps "
         f"{args.total_steps} --num-envs {args.num_envs} --seeds {args.seeds}`  ",
-        f"Date {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, device {jax.devices()[0].device_kind}"
+        f"Date {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, device {jax.devices()[0].device_kind}"
         f", jax {jax.__version__}, git {rev}. Team return = sum of all agents' rewards in an episode "
         "(1.0 = all food collected); first/final = mean over the first/last 10 % of iterations and "
         f"{args.seeds} seeds; random = uniform over allowed actions, 1024 episodes.",

@@ -399,7 +399,7 @@ def test_reset_agents_uniform_and_distinct(resets):
 
 
 def test_reset_food_follows_spawn_rule(resets):
-    for (n, f), (_, st, _) in resets.items():
+    for (n, _f), (_, st, _) in resets.items():
         max_level = sum(sorted(np.arange(n) % 3 + 1)[:3])
         for b in range(0, 2000, 4):
             alive = st["food_level"][b] > 0

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dyps_jax.envs import core
-from dyps_jax.envs.cities import IFR_BY_AGE, generate_city, save_city
+from dyps_jax.envs.cities import IFR_BY_AGE
 from dyps_jax.envs.medical import VaccineAllocation, allocate_doses
 from dyps_jax.evaluate import evaluate_rule
 from dyps_jax.rules import RULES, get_rule
@@ -77,8 +77,10 @@ def test_doses_respect_budget_and_capacity(logits, caps, budget):
     p /= p.sum()
     free = (doses < caps - 1e-3) & (p > 1e-6)
     if free.sum() >= 2 and want == pytest.approx(budget):
-        ratio = doses[free] / p[free]
-        np.testing.assert_allclose(ratio, ratio[0], rtol=1e-3)
+        # float32 rounding left-overs are spread over spare capacity, so compare doses with an
+        # absolute tolerance of a hundredth of a dose rather than ratios of tiny allocations
+        ref = np.argmax(np.where(free, p, 0.0))
+        np.testing.assert_allclose(doses[free], doses[ref] / p[ref] * p[free], rtol=1e-3, atol=1e-2)
 
 
 @settings(max_examples=40, deadline=None)

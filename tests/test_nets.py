@@ -29,7 +29,8 @@ class GroupedApplyTest(chex.TestCase):
         chex.assert_shape(value, (4, 5))
         for b in range(4):
             for n in range(5):
-                row = jax.tree.map(lambda leaf: leaf[int(groups[b, n])], params)
+                g = int(groups[b, n])
+                row = jax.tree.map(lambda leaf, g=g: leaf[g], params)
                 want_logits, want_value = net.apply(row, x[b, n])
                 np.testing.assert_allclose(logits[b, n], want_logits, rtol=1e-5, atol=1e-6)
                 np.testing.assert_allclose(value[b, n], want_value, rtol=1e-5, atol=1e-6)

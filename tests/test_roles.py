@@ -113,7 +113,7 @@ def test_selector_logits_are_the_bilinear_form_of_eq13():
 
 
 def test_selector_policy_gradient_moves_towards_rewarded_group():
-    N, M = 3, 2
+    N = 3
     model = GroupSelector(num_agents=N)
     h = jnp.zeros((64, N, 4))
     zg = jnp.array([[1.0, 0.0], [0.0, 1.0]])

@@ -18,7 +18,7 @@ import dataclasses
 import io
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jax
@@ -106,7 +106,7 @@ def _csv(rows: list[dict]) -> str:
 def run(config: TrainConfig, quiet: bool = False, console: Console | None = None) -> dict:
     """Trains with a progress bar and writes the run folder; returns the summary."""
     console = console or Console(stderr=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_dir = Path(config.out) / f"{config.env.name}-{config.method}-s{config.seed}-{stamp}"
     run_dir.mkdir(parents=True, exist_ok=False)
     checkpoint.write_json(run_dir / "config.json", config.to_dict())

@@ -17,11 +17,12 @@ import sys
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from dyps_jax.envs import core
-from dyps_jax.envs import medical  # noqa: F401  (registers the "medical" kind)
+from dyps_jax.envs import (
+    core,
+    medical,  # noqa: F401  (registers the "medical" kind)
+)
 from dyps_jax.rules import RULES, get_rule
 
 

@@ -57,10 +57,10 @@ class RunningStats:
     count: jax.Array
 
     @classmethod
-    def create(cls) -> "RunningStats":
+    def create(cls) -> RunningStats:
         return cls(jnp.zeros(()), jnp.ones(()), jnp.asarray(1e-4))
 
-    def update(self, x: jax.Array) -> "RunningStats":
+    def update(self, x: jax.Array) -> RunningStats:
         batch_mean, batch_var, n = x.mean(), x.var(), x.size
         delta = batch_mean - self.mean
         total = self.count + n

@@ -12,7 +12,8 @@ Parameters of G groups are one pytree whose leaves carry a leading axis `[G, ...
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import chex
 import flax.linen as nn

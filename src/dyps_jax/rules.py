@@ -12,7 +12,8 @@ Nearest) go into `RULES["ridehailing"]` the same way.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

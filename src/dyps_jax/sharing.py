@@ -14,6 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+
 def is_per_agent(method: str) -> bool:
     """NoPS gives every agent its own parameter set, applied as a batched matvec (DESIGN.md §5)."""
     return method == "nops"

@@ -13,7 +13,8 @@ The assignment is a traced int32 array, so nothing recompiles when groups change
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

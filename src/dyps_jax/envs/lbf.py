@@ -159,7 +159,7 @@ class LevelBasedForaging:
 
     def reset(self, key: jax.Array) -> tuple[LBFState, TimeStep]:
         """Draws a new episode. Returns (state, TimeStep with zero reward and done=False)."""
-        n, f, size = self.num_agents, self.num_food, self.field_size
+        n, size = self.num_agents, self.field_size
         k_agents, k_levels, k_food = jax.random.split(key, 3)
         # Distinct cells uniformly (the law of the reference's one-by-one rejection sampling): the
         # cells holding the n largest of iid uniforms, in order. Cheaper than a permutation.
