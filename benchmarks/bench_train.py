@@ -1,0 +1,244 @@
+"""Full-training throughput of every sharing method (DESIGN.md §6 (c)) against the bare environment.
+
+For each scenario (`--envs`, default lbf-1, lbf-2) and method (`--methods`, default dyps, nops, ps,
+ps-id), with the preset's hyper-parameters and `--num-envs` parallel environments (default 16):
+
+* training: `fns = make_train_fns(config)`, `state = jax.jit(fns.init)(key)`, then
+  `jax.jit(fns.iterate, static_argnums=1).lower(state, n).compile()` for n = `--iterations`
+  iterations per call (compile time reported separately). One warm-up call, then `--repeats` timed
+  calls (each ends with `jax.block_until_ready`, the state carried from call to call); the figure
+  is the median. One iteration = one episode in each of the E environments (assignment, rollout,
+  DyPS's role-model updates, PPO epochs), so env steps per iteration = E x episode length and
+  agent steps = env steps x agents.
+* environment alone, same batch E: `jit` of a `lax.scan` over `--env-steps` steps of
+  `vmap(env.step)` with uniformly random valid actions (from the action mask) and auto-reset of
+  finished episodes, compile excluded, median of `--repeats` calls.
+
+Ratios: "/ PS" is a method's env-steps/s over PS's (full sharing, the cheapest method) in the same
+scenario; "/ env only" is training env-steps/s over the bare environment's env-steps/s at the same
+batch (the share of the environment's speed that survives the learning work).
+
+Run: `python benchmarks/bench_train.py --out` (writes `benchmarks/results/train.md`; about 4-6
+minutes on 2 CPU cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from dyps_jax.config import METHODS, make_config  # noqa: E402
+from dyps_jax.train import make_train_fns  # noqa: E402
+
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "train.md"
+
+
+def env_only_rate(env, batch: int, steps: int, repeats: int) -> tuple[float, float]:
+    """(median env-steps/s, compile s) of `batch` environments stepped with random valid actions."""
+
+    def random_actions(key, mask):
+        if mask is None:
+            return jax.random.randint(key, (env.num_agents,), 0, env.num_actions)
+        return jax.random.categorical(key, jnp.where(mask, 0.0, -jnp.inf)).astype(jnp.int32)
+
+    def one_env(carry, key):
+        state, ts = carry
+        k_act, k_step, k_reset = jax.random.split(key, 3)
+        state, next_ts = env.step(k_step, state, random_actions(k_act, ts.action_mask))
+        fresh_state, fresh_ts = env.reset(k_reset)
+        pick = lambda a, b: jax.tree.map(lambda x, y: jnp.where(next_ts.done, x, y), a, b)  # noqa: E731
+        return (pick(fresh_state, state), pick(fresh_ts, next_ts)), next_ts.reward.sum()
+
+    def run(carry, key):
+        def body(carry, key):
+            return jax.vmap(one_env)(carry, jax.random.split(key, batch))
+
+        carry, rewards = jax.lax.scan(body, carry, jax.random.split(key, steps))
+        return carry, rewards.sum()
+
+    carry = jax.vmap(env.reset)(jax.random.split(jax.random.key(0), batch))
+    t0 = time.perf_counter()
+    compiled = jax.jit(run).lower(carry, jax.random.key(1)).compile()
+    compile_s = time.perf_counter() - t0
+    carry, total = compiled(carry, jax.random.key(2))  # warm-up
+    jax.block_until_ready((carry, total))
+    times = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        carry, total = compiled(carry, jax.random.key(3 + i))
+        jax.block_until_ready((carry, total))
+        times.append(time.perf_counter() - t0)
+    return batch * steps / statistics.median(times), compile_s
+
+
+def train_rate(env_name: str, method: str, num_envs: int, iterations: int, repeats: int) -> dict:
+    """Compile and time `iterations` training iterations per call; returns one result row."""
+    config = make_config(env=env_name, method=method, num_envs=num_envs, checkpoint_every=0)
+    fns = make_train_fns(config)
+    t0 = time.perf_counter()
+    state = jax.jit(fns.init)(jax.random.key(0))
+    compiled = jax.jit(fns.iterate, static_argnums=1).lower(state, iterations).compile()
+    compile_s = time.perf_counter() - t0
+    state, metrics = compiled(state)  # warm-up
+    jax.block_until_ready((state, metrics))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        state, metrics = compiled(state)
+        jax.block_until_ready((state, metrics))
+        times.append(time.perf_counter() - t0)
+    sec_per_iter = statistics.median(times) / iterations
+    env_steps = config.num_envs * config.episode_length
+    return {
+        "env": env_name,
+        "method": method,
+        "agents": config.num_agents,
+        "groups": config.num_param_sets,
+        "compile_s": compile_s,
+        "s_per_iter": sec_per_iter,
+        "env_sps": env_steps / sec_per_iter,
+        "agent_sps": env_steps * config.num_agents / sec_per_iter,
+        "return": float(metrics["episode_return"][-1]),
+    }
+
+
+def git_revision() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--envs", default="lbf-1,lbf-2", help="comma-separated scenario presets")
+    parser.add_argument(
+        "--methods",
+        default="dyps,nops,ps,ps-id",
+        help=f"comma-separated, from {', '.join(METHODS)}",
+    )
+    parser.add_argument("--num-envs", type=int, default=16, help="parallel environments E")
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=10,
+        help="training iterations per timed call (compiled into one lax.scan)",
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls (median)")
+    parser.add_argument(
+        "--env-steps", type=int, default=500, help="scan length of one timed environment-only call"
+    )
+    parser.add_argument("--note", default="", help="free text added to the results header")
+    parser.add_argument(
+        "--out",
+        nargs="?",
+        const=str(DEFAULT_OUT),
+        default=None,
+        help=f"write the table to this file (default {DEFAULT_OUT.relative_to(ROOT)})",
+    )
+    args = parser.parse_args(argv)
+    env_names = [e for e in args.envs.split(",") if e]
+    methods = [m for m in args.methods.split(",") if m]
+    for m in methods:
+        if m not in METHODS:
+            parser.error(f"--methods: unknown method {m!r}; allowed: {', '.join(METHODS)}")
+
+    command_args = argv if argv is not None else sys.argv[1:]
+    load_start, t_start = load(), time.perf_counter()
+    rows, env_rates = [], {}
+    for name in env_names:
+        env = make_config(env=name, method="ps").env.build()
+        rate, comp = env_only_rate(env, args.num_envs, args.env_steps, args.repeats)
+        env_rates[name] = (rate, comp, env.num_agents)
+        print(f"{name}: environment only {rate:,.0f} env-steps/s (compile {comp:.1f}s)", flush=True)
+        for method in methods:
+            row = train_rate(name, method, args.num_envs, args.iterations, args.repeats)
+            rows.append(row)
+            print(
+                f"{name} {method}: {row['env_sps']:,.0f} env-steps/s, "
+                f"{row['s_per_iter']:.3f} s/iteration, compile {row['compile_s']:.1f}s",
+                flush=True,
+            )
+    total_s = time.perf_counter() - t_start
+
+    device = jax.devices()[0]
+    lines = [
+        "# Full-training throughput (DESIGN.md §6 (c))",
+        "",
+        f"- command: `python benchmarks/bench_train.py {' '.join(command_args)}`",
+        f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC}",
+        f"- device: {device.device_kind} ({device.platform}), {os.cpu_count()} CPU cores visible, "
+        f"{platform.processor() or platform.machine()}",
+        f"- jax {jax.__version__}, git revision {git_revision()}",
+        f"- load average (1/5/15 min) at start {load_start}, at end {load()}; the 2 cores were "
+        "shared with other users' jobs, so absolute figures are noisy (ratios within one run "
+        f"less so); whole run {total_s:.0f}s" + (f". {args.note}" if args.note else ""),
+        f"- E = {args.num_envs} parallel environments, preset hyper-parameters (PPO "
+        "4 epochs); one iteration = one episode per environment plus all updates; "
+        f"{args.iterations} iterations per compiled call, one warm-up call, median of "
+        f"{args.repeats} timed calls; compile time excluded from the rates.",
+        "- env-only: `jit(lax.scan(vmap(env.step)))` over the same E environments with random valid "
+        f"actions and auto-reset ({args.env_steps} steps per call), median of {args.repeats}.",
+        "",
+        "| scenario | agents | method | groups G | compile s | s / iteration | env-steps/s "
+        "| agent-steps/s | / PS | / env only |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in env_names:
+        rate, comp, n = env_rates[name]
+        lines.append(
+            f"| {name} | {n} | env only (random actions) | - | {comp:.1f} | - "
+            f"| {rate:,.0f} | {rate * n:,.0f} | - | 1 |"
+        )
+        ps = next((r for r in rows if r["env"] == name and r["method"] == "ps"), None)
+        for r in (r for r in rows if r["env"] == name):
+            vs_ps = f"{r['env_sps'] / ps['env_sps']:.2f}" if ps else "-"
+            vs_env = r["env_sps"] / rate
+            lines.append(
+                f"| {name} | {r['agents']} | {r['method']} | {r['groups']} | {r['compile_s']:.1f} "
+                f"| {r['s_per_iter']:.3f} | {r['env_sps']:,.0f} | {r['agent_sps']:,.0f} | {vs_ps} "
+                f"| {vs_env:.3f} (1/{1 / vs_env:.0f}) |"
+            )
+    table = "\n".join(lines) + "\n"
+    print()
+    print(table)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(table)
+        print(f"wrote {out}")
+    return table
+
+
+if __name__ == "__main__":
+    main()
