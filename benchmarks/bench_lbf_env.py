@@ -18,11 +18,7 @@ times the number of agents. Run: `python benchmarks/bench_lbf_env.py --out` (wri
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,13 +27,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
 
 from dyps_jax.envs.lbf import LevelBasedForaging  # noqa: E402
 
 SCENARIOS = {"lbf-1": (6, 4), "lbf-2": (12, 10)}
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "lbf_env.md"
+DEFAULT_OUT = common.RESULTS / "lbf_env.md"
 
 
 def random_valid(key: jax.Array, mask: jax.Array) -> jax.Array:
@@ -108,15 +105,7 @@ def jumanji_runner(num_agents: int, num_food: int, batch: int, steps: int):
 
 def time_jax(compiled, carry, batch: int, steps: int, repeats: int) -> float:
     """Median env-steps/s over `repeats` calls (after one warm-up call)."""
-    carry, total = compiled(carry, jax.random.key(2))
-    jax.block_until_ready(total)
-    times = []
-    for i in range(repeats):
-        start = time.perf_counter()
-        carry, total = compiled(carry, jax.random.key(3 + i))
-        jax.block_until_ready((carry, total))
-        times.append(time.perf_counter() - start)
-    return batch * steps / statistics.median(times)
+    return batch * steps / common.time_carried(compiled, carry, repeats, keyed=True)[0]
 
 
 def time_reference(num_agents: int, num_food: int, steps: int, repeats: int) -> float:
@@ -143,17 +132,6 @@ def time_reference(num_agents: int, num_food: int, steps: int, repeats: int) -> 
     return statistics.median(rates)
 
 
-def git_revision() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
-                             capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return rev + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def fmt(x: float) -> str:
     return f"{x:,.0f}"
 
@@ -166,12 +144,9 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--ref-steps", type=int, default=1000)
     parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     parser.add_argument("--no-jumanji", action="store_true")
-    parser.add_argument("--out", nargs="?", const=str(DEFAULT_OUT), default=None,
-                        help="write the table to this file "
-                        f"(default {DEFAULT_OUT.relative_to(ROOT)})")
+    common.add_out_argument(parser, DEFAULT_OUT)
     args = parser.parse_args(argv)
 
-    command_args = argv if argv is not None else sys.argv[1:]
     device = jax.devices()[0]
     rows = []
     for name in args.scenarios:
@@ -189,13 +164,11 @@ def main(argv: list[str] | None = None) -> str:
             rows.append((name, n, batch, ours, ref_rate, jum))
 
     lines = [
-        "# LBF environment throughput",
-        "",
-        f"- command: `python benchmarks/bench_lbf_env.py {' '.join(command_args)}`",
-        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
-        f"- device: {device.device_kind} ({device.platform}), {os.cpu_count()} CPU cores visible, "
-        f"{platform.processor() or platform.machine()}",
-        f"- jax {jax.__version__}, git revision {git_revision()}",
+        *common.header_lines(
+            "LBF environment throughput",
+            common.command_line("bench_lbf_env.py", argv),
+            f"{device.device_kind} ({device.platform}), {common.host()}",
+        ),
         "- env-steps/s (agent-steps/s = env-steps/s x agents); JAX envs: jit + vmap over the "
         "batch, "
         "scan with random valid actions and auto-reset, compile excluded, median of "
@@ -212,13 +185,7 @@ def main(argv: list[str] | None = None) -> str:
             f"| {ours / ref_rate:.1f}x | {ours / jum:.2f}x |"
         )
     table = "\n".join(lines) + "\n"
-    print()
-    print(table)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(table)
-        print(f"wrote {out}")
+    common.print_and_write(table, args.out)
     return table
 
 

@@ -17,12 +17,8 @@ Run: `python benchmarks/bench_medical_env.py --out` (writes `benchmarks/results/
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -32,12 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
 
 from dyps_jax.envs.medical import VaccineAllocation  # noqa: E402
 
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "medical_env.md"
+DEFAULT_OUT = common.RESULTS / "medical_env.md"
 
 
 def episode_runner(env: VaccineAllocation, batch: int):
@@ -63,16 +60,6 @@ def episode_runner(env: VaccineAllocation, batch: int):
     t0 = time.perf_counter()
     compiled = fn.lower(keys).compile()
     return compiled, keys, time.perf_counter() - t0
-
-
-def time_runs(fn, arg, repeats: int) -> float:
-    jax.block_until_ready(fn(arg))  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(arg))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def numpy_episode(env: VaccineAllocation) -> float:
@@ -111,7 +98,7 @@ def scaling_child(size: int, repeats: int) -> None:
     _ = env.city
     gen_s = time.perf_counter() - t0
     fn, keys, compile_s = episode_runner(env, 1)
-    episode_s = time_runs(fn, keys, repeats)
+    episode_s = common.time_calls(fn, keys, repeats=repeats)
     rss_mb = peak_rss_mb()
     mem = fn.memory_analysis()
     temp_mb = getattr(mem, "temp_size_in_bytes", float("nan")) / 2**20 if mem else float("nan")
@@ -130,17 +117,6 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def git_revision() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-        return rev + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:
@@ -164,7 +140,7 @@ def main() -> None:
         for batch in batches:
             e = VaccineAllocation(prevented_metric=False, stochastic=stochastic)
             fn, keys, compile_s = episode_runner(e, batch)
-            sec = time_runs(fn, keys, args.repeats)
+            sec = common.time_calls(fn, keys, repeats=args.repeats)
             rows.append(("stochastic" if stochastic else "mean-field", batch, compile_s, sec))
             print(f"{rows[-1][0]} batch {batch}: {batch / sec:.3f} episodes/s "
                   f"(compile {compile_s:.1f}s)", flush=True)
@@ -182,13 +158,11 @@ def main() -> None:
 
     dev = jax.devices()[0]
     lines += [
-        "# Medical environment throughput",
-        "",
-        "- command: `python benchmarks/bench_medical_env.py --out`",
-        f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
-        f"- device: {dev.platform} ({dev.device_kind}), {os.cpu_count()} CPU cores visible, "
-        f"{platform.machine()}",
-        f"- jax {jax.__version__}, git revision {git_revision()}",
+        *common.header_lines(
+            "Medical environment throughput",
+            "python benchmarks/bench_medical_env.py --out",
+            f"{dev.platform} ({dev.device_kind}), {common.host(processor=False)}",
+        ),
         "- one episode = 63 daily decisions x 24 hourly SEIR steps (1512 steps, two `segment_sum`s "
         "each); population-proportional logits; jit + vmap over the batch, compile excluded, "
         f"median of {args.repeats} runs.",
@@ -219,8 +193,7 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+        common.write_result(args.out, text)
 
 
 if __name__ == "__main__":

@@ -38,10 +38,8 @@ breakdown), 5.5 minutes with `--num-cbgs 500,3130`, on 2 CPU cores.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -49,8 +47,11 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "medical_train.md"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402  (imports no JAX: this parent process stays small)
+
+DEFAULT_OUT = common.RESULTS / "medical_train.md"
 GB = 2**30
 
 
@@ -140,18 +141,6 @@ def child_method(method: str, num_cbgs: int, iterations: int, limit_gb: float, *
     return {**row, **peak_rss()}
 
 
-def time_calls(fn, args, repeats: int = 2) -> float:
-    import jax
-
-    jax.block_until_ready(fn(*args))  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def child_part(part: str, num_cbgs: int) -> dict:
     import jax
     import jax.numpy as jnp
@@ -202,7 +191,7 @@ def child_part(part: str, num_cbgs: int) -> dict:
     compiled = fn.lower(*args).compile()
     compile_s = time.perf_counter() - t0
     row = {"part": part, "num_cbgs": num_cbgs, "compile_s": compile_s, **memory(compiled)}
-    row["s_per_call"] = time_calls(compiled, args)
+    row["s_per_call"] = common.time_calls(compiled, *args, repeats=2)
     return {**row, **peak_rss()}
 
 
@@ -228,26 +217,6 @@ def run_child(args: list[str], timeout: float) -> dict:
         "  ", {k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True
     )
     return row
-
-
-def git_revision() -> str:
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        return rev + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def child_versions() -> dict:
@@ -337,18 +306,11 @@ def main(argv: list[str] | None = None) -> str:
     )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per child")
     parser.add_argument("--note", default="", help="free text added to the results header")
-    parser.add_argument(
-        "--out",
-        nargs="?",
-        const=str(DEFAULT_OUT),
-        default=None,
-        help=f"write the results to this file (default {DEFAULT_OUT.relative_to(ROOT)})",
-    )
+    common.add_out_argument(parser, DEFAULT_OUT, "the results")
     parser.add_argument("--child", nargs=2, metavar=("KIND", "NUM_CBGS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:
-        sys.path.insert(0, str(ROOT / "src"))
         kind, size = args.child[0], int(args.child[1])
         if kind in ("env", "vlstm"):
             row = child_part(kind, size)
@@ -361,32 +323,32 @@ def main(argv: list[str] | None = None) -> str:
 
     methods = [m for m in args.methods.split(",") if m]
     sizes = [int(s) for s in args.num_cbgs.split(",") if s]
-    command_args = argv if argv is not None else sys.argv[1:]
-    load_start, t_start = "/".join(f"{x:.2f}" for x in os.getloadavg()), time.perf_counter()
-    common = ["--iterations", str(args.iterations), "--memory-limit-gb", str(args.memory_limit_gb)]
+    load_start, t_start = common.load_average(), time.perf_counter()
+    child_args = [
+        "--iterations", str(args.iterations), "--memory-limit-gb", str(args.memory_limit_gb)
+    ]  # fmt: skip
     rows, parts = [], []
     for size in sizes:
         for method in methods:
-            row = run_child(["--child", method, str(size), *common], args.timeout)
+            row = run_child(["--child", method, str(size), *child_args], args.timeout)
             rows.append({"method": method, "num_cbgs": size, **row})
         if not args.no_breakdown:
             for part in ("env", "vlstm", "dyps-g1"):
-                extra = common if part == "dyps-g1" else []
+                extra = child_args if part == "dyps-g1" else []
                 row = run_child(["--child", part, str(size), *extra], args.timeout)
                 parts.append({"part": part, "num_cbgs": size, **row})
     total_s = time.perf_counter() - t_start
-    load_end = "/".join(f"{x:.2f}" for x in os.getloadavg())
+    load_end = common.load_average()
     info = child_versions()
 
+    ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GB
     lines = [
-        "# Training on the medical scenario (scale target, issue 5)",
-        "",
-        f"- command: `python benchmarks/bench_medical_train.py {' '.join(command_args)}`",
-        f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC}",
-        f"- device: {info['kind']} ({info['platform']}), {os.cpu_count()} CPU cores visible, "
-        f"{platform.processor() or platform.machine()}, "
-        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / GB:.0f} GB RAM",
-        f"- jax {info['jax']}, git revision {git_revision()}",
+        *common.header_lines(
+            "Training on the medical scenario (scale target, issue 5)",
+            common.command_line("bench_medical_train.py", argv),
+            f"{info['kind']} ({info['platform']}), {common.host()}, {ram_gb:.0f} GB RAM",
+            jax_version=info["jax"],
+        ),
         f"- load average (1/5/15 min) at start {load_start}, at end {load_end}; the 2 cores were "
         "shared with other users' jobs, so the seconds are noisy; whole run "
         f"{total_s / 60:.1f} min" + (f". {args.note}" if args.note else ""),
@@ -457,13 +419,7 @@ def main(argv: list[str] | None = None) -> str:
             )
     lines += attribution(rows, parts, args.memory_limit_gb)
     text = "\n".join(lines) + "\n"
-    print()
-    print(text)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text)
-        print(f"wrote {out}")
+    common.print_and_write(text, args.out)
     return text
 
 

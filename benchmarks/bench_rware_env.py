@@ -14,39 +14,30 @@ Compile time is excluded (`.lower().compile()`); timed calls end with `block_unt
 figure is the median of `--repeats` calls. Both JAX rollouts fold the observations and rewards into
 their output, so XLA cannot drop the observation computation.
 
-    PYTHONPATH=src python benchmarks/bench_rware_env.py            # print the table
-    PYTHONPATH=src python benchmarks/bench_rware_env.py --out      # also write results/rware_env.md
+    python benchmarks/bench_rware_env.py            # print the table
+    python benchmarks/bench_rware_env.py --out      # also write results/rware_env.md
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from dyps_jax.envs.rware import ColouredWarehouse
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+from common import time_calls  # noqa: E402
+
+from dyps_jax.envs.rware import ColouredWarehouse  # noqa: E402
 
 NUM_AGENTS, REQUESTS = 8, 4
-RESULTS = Path(__file__).resolve().parent / "results" / "rware_env.md"
-
-
-def time_calls(fn, *args, repeats: int) -> float:
-    """Median wall time in seconds of `fn(*args)` (already compiled), after one warm-up call."""
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+RESULTS = common.RESULTS / "rware_env.md"
 
 
 def ours_steps_per_s(batch: int, steps: int, repeats: int) -> float:
@@ -116,18 +107,10 @@ def reference_steps_per_s(steps: int, repeats: int) -> float:
 
 
 def git_revision() -> str:
-    root = Path(__file__).resolve().parents[1]
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "src/dyps_jax/envs/rware.py", __file__],
-            cwd=root, capture_output=True, text=True,
-        ).stdout.strip()  # fmt: skip
-        return rev + ("+uncommitted rware changes" if dirty else "")
-    except OSError:
-        return "unknown"
+    """HEAD, marked when this script or the rware environment has uncommitted changes."""
+    return common.git_revision(
+        paths=("src/dyps_jax/envs/rware.py", __file__), dirty_suffix="+uncommitted rware changes"
+    )
 
 
 def main(argv=None) -> None:
@@ -156,8 +139,8 @@ def main(argv=None) -> None:
     lines = [
         "# RWARE environment throughput (env only)",
         "",
-        f"* command: `python benchmarks/bench_rware_env.py {' '.join(argv or sys.argv[1:])}`",
-        f"* date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}",
+        f"* command: `{common.command_line('bench_rware_env.py', argv or None)}`",
+        f"* date: {common.utc_now()}",
         f"* device: {device.platform} ({device.device_kind}), {jax.device_count()} device(s); "
         f"jax {jax.__version__}; git {git_revision()}",
         f"* layout: 2 shelf rows x 3 columns, height 8 (20x10), {NUM_AGENTS} robots, "
@@ -176,8 +159,7 @@ def main(argv=None) -> None:
     text = "\n".join(lines)
     print(text)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+        common.write_result(args.out, text)
 
 
 if __name__ == "__main__":

@@ -25,11 +25,6 @@ minutes on 2 CPU cores).
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,13 +32,14 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
 
 from dyps_jax.config import METHODS, make_config  # noqa: E402
 from dyps_jax.train import make_train_fns  # noqa: E402
 
-DEFAULT_OUT = ROOT / "benchmarks" / "results" / "train.md"
+DEFAULT_OUT = common.RESULTS / "train.md"
 
 
 def env_only_rate(env, batch: int, steps: int, repeats: int) -> tuple[float, float]:
@@ -73,15 +69,8 @@ def env_only_rate(env, batch: int, steps: int, repeats: int) -> tuple[float, flo
     t0 = time.perf_counter()
     compiled = jax.jit(run).lower(carry, jax.random.key(1)).compile()
     compile_s = time.perf_counter() - t0
-    carry, total = compiled(carry, jax.random.key(2))  # warm-up
-    jax.block_until_ready((carry, total))
-    times = []
-    for i in range(repeats):
-        t0 = time.perf_counter()
-        carry, total = compiled(carry, jax.random.key(3 + i))
-        jax.block_until_ready((carry, total))
-        times.append(time.perf_counter() - t0)
-    return batch * steps / statistics.median(times), compile_s
+    sec = common.time_carried(compiled, carry, repeats, keyed=True)[0]
+    return batch * steps / sec, compile_s
 
 
 def train_rate(env_name: str, method: str, num_envs: int, iterations: int, repeats: int) -> dict:
@@ -92,15 +81,8 @@ def train_rate(env_name: str, method: str, num_envs: int, iterations: int, repea
     state = jax.jit(fns.init)(jax.random.key(0))
     compiled = jax.jit(fns.iterate, static_argnums=1).lower(state, iterations).compile()
     compile_s = time.perf_counter() - t0
-    state, metrics = compiled(state)  # warm-up
-    jax.block_until_ready((state, metrics))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        state, metrics = compiled(state)
-        jax.block_until_ready((state, metrics))
-        times.append(time.perf_counter() - t0)
-    sec_per_iter = statistics.median(times) / iterations
+    sec, state, metrics = common.time_carried(compiled, state, repeats)
+    sec_per_iter = sec / iterations
     env_steps = config.num_envs * config.episode_length
     return {
         "env": env_name,
@@ -113,30 +95,6 @@ def train_rate(env_name: str, method: str, num_envs: int, iterations: int, repea
         "agent_sps": env_steps * config.num_agents / sec_per_iter,
         "return": float(metrics["episode_return"][-1]),
     }
-
-
-def git_revision() -> str:
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-        return rev + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def load() -> str:
-    return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -159,13 +117,7 @@ def main(argv: list[str] | None = None) -> str:
         "--env-steps", type=int, default=500, help="scan length of one timed environment-only call"
     )
     parser.add_argument("--note", default="", help="free text added to the results header")
-    parser.add_argument(
-        "--out",
-        nargs="?",
-        const=str(DEFAULT_OUT),
-        default=None,
-        help=f"write the table to this file (default {DEFAULT_OUT.relative_to(ROOT)})",
-    )
+    common.add_out_argument(parser, DEFAULT_OUT)
     args = parser.parse_args(argv)
     env_names = [e for e in args.envs.split(",") if e]
     methods = [m for m in args.methods.split(",") if m]
@@ -173,8 +125,7 @@ def main(argv: list[str] | None = None) -> str:
         if m not in METHODS:
             parser.error(f"--methods: unknown method {m!r}; allowed: {', '.join(METHODS)}")
 
-    command_args = argv if argv is not None else sys.argv[1:]
-    load_start, t_start = load(), time.perf_counter()
+    load_start, t_start = common.load_average(), time.perf_counter()
     rows, env_rates = [], {}
     for name in env_names:
         env = make_config(env=name, method="ps").env.build()
@@ -193,14 +144,13 @@ def main(argv: list[str] | None = None) -> str:
 
     device = jax.devices()[0]
     lines = [
-        "# Full-training throughput (DESIGN.md §6 (c))",
-        "",
-        f"- command: `python benchmarks/bench_train.py {' '.join(command_args)}`",
-        f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M UTC}",
-        f"- device: {device.device_kind} ({device.platform}), {os.cpu_count()} CPU cores visible, "
-        f"{platform.processor() or platform.machine()}",
-        f"- jax {jax.__version__}, git revision {git_revision()}",
-        f"- load average (1/5/15 min) at start {load_start}, at end {load()}; the 2 cores were "
+        *common.header_lines(
+            "Full-training throughput (DESIGN.md §6 (c))",
+            common.command_line("bench_train.py", argv),
+            f"{device.device_kind} ({device.platform}), {common.host()}",
+        ),
+        f"- load average (1/5/15 min) at start {load_start}, at end {common.load_average()}; "
+        "the 2 cores were "
         "shared with other users' jobs, so absolute figures are noisy (ratios within one run "
         f"less so); whole run {total_s:.0f}s" + (f". {args.note}" if args.note else ""),
         f"- E = {args.num_envs} parallel environments, preset hyper-parameters (PPO "
@@ -230,13 +180,7 @@ def main(argv: list[str] | None = None) -> str:
                 f"| {vs_env:.3f} (1/{1 / vs_env:.0f}) |"
             )
     table = "\n".join(lines) + "\n"
-    print()
-    print(table)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(table)
-        print(f"wrote {out}")
+    common.print_and_write(table, args.out)
     return table
 
 
