@@ -84,3 +84,4 @@ def test_write_atomic_keeps_old_file_on_failure(tmp_path):
         checkpoint.write_json(target, {"a": Boom()})
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+    assert target.stat().st_mode & 0o777 == 0o644

@@ -1,11 +1,11 @@
-"""Learning check on LBF: DyPS and the sharing baselines against a uniform random policy.
+"""Learning check: DyPS and the sharing baselines against a uniform random policy on one scenario.
 
 Trains each method with `make_train` (seeds vmapped in one compiled call), evaluates a uniform random
 policy over the allowed actions on the same scenario, and writes
-`experiments/results/lbf_learning_<env>.{csv,md,png}`: the mean team episode return of the first and
+`experiments/results/learning_<env>.{csv,md,png}`: the mean team episode return of the first and
 last 10 % of iterations, per method, plus the learning curves.
 
-    python experiments/lbf_learning.py --env lbf-1 --total-steps 300000 --seeds 2
+    python experiments/learning.py --env lbf-1 --total-steps 300000 --seeds 2
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def main() -> None:
         print(rows[-1], flush=True)
 
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"lbf_learning_{args.env}"
+    stem = RESULTS / f"learning_{args.env}"
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -103,11 +103,11 @@ def main() -> None:
     lines = [
         f"# Learning on {args.env}",
         "",
-        f"Command: `python experiments/lbf_learning.py --env {args.env} --total-steps "
+        f"Command: `python experiments/learning.py --env {args.env} --total-steps "
         f"{args.total_steps} --num-envs {args.num_envs} --seeds {args.seeds}`  ",
         f"Date {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, device {jax.devices()[0].device_kind}"
         f", jax {jax.__version__}, git {rev}. Team return = sum of all agents' rewards in an episode "
-        "(1.0 = all food collected); first/final = mean over the first/last 10 % of iterations and "
+        "(LBF: 1.0 = all food collected; RWARE: deliveries); first/final = mean over the first/last 10 % of iterations and "
         f"{args.seeds} seeds; random = uniform over allowed actions, 1024 episodes.",
         "",
         "| method | first return | final return | std over seeds | train seconds (all seeds) |",
