@@ -18,6 +18,7 @@ import dataclasses
 import io
 import sys
 import time
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -68,8 +69,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _env_params(pairs: list[str]) -> dict:
-    import tomllib
-
+    """`KEY=VALUE` strings to a dict; values parse as TOML (numbers, booleans), else strings."""
     params = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
