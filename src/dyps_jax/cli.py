@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import io
 import sys
 import time
@@ -29,7 +28,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from dyps_jax import checkpoint, envs
-from dyps_jax.config import METHODS, PPOConfig, SharingConfig, TrainConfig, make_config
+from dyps_jax.config import METHODS, SETTINGS, TrainConfig, make_config
 from dyps_jax.train import make_train_fns
 
 _HELP = {
@@ -58,13 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--env-param", action="append", default=[], metavar="KEY=VALUE",
                         help="override a parameter of the scenario's [env] table (repeatable)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    defaults = {f.name: f.default for cls in (PPOConfig, SharingConfig, TrainConfig)
-                for f in dataclasses.fields(cls)}
-    for name in sorted(set(defaults) - {"env", "ppo", "sharing", "method"}):
-        kind = type(defaults[name])
-        parser.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None,
+    for name in sorted(set(SETTINGS) - {"method"}):
+        default = SETTINGS[name][1]
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=None,
                             help=f"{_HELP.get(name, name.replace('_', ' '))} (default: preset or "
-                                 f"{defaults[name]})")
+                                 f"{default})")
     return parser
 
 

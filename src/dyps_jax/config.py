@@ -100,16 +100,24 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {"ppo": PPOConfig, "sharing": SharingConfig}
-_TOP = {f.name for f in dataclasses.fields(TrainConfig)} - {"env", "ppo", "sharing"}
+def _setting_table() -> dict[str, tuple[str | None, Any]]:
+    """name -> (section of TrainConfig it lives in, or None for a top-level field; its default)."""
+    table: dict[str, tuple[str | None, Any]] = {
+        f.name: (None, f.default)
+        for f in dataclasses.fields(TrainConfig)
+        if f.name not in ("env", "ppo", "sharing")
+    }
+    for section, cls in (("ppo", PPOConfig), ("sharing", SharingConfig)):
+        table.update({f.name: (section, f.default) for f in dataclasses.fields(cls)})
+    return table
+
+
+SETTINGS = _setting_table()
 
 
 def override_names() -> list[str]:
     """Every name `make_config` accepts as an override (the CLI flag names with underscores)."""
-    names = set(_TOP) | {"env_params"}
-    for cls in _SECTIONS.values():
-        names |= {f.name for f in dataclasses.fields(cls)}
-    return sorted(names - {"method"})
+    return sorted((set(SETTINGS) | {"env_params"}) - {"method"})
 
 
 def _coerce(name: str, value: Any, default: Any) -> Any:
@@ -165,22 +173,15 @@ def make_config(env: str = "lbf-1", method: str = "dyps", **overrides: Any) -> T
         raise ValueError(
             f"unknown setting(s) {unknown}; allowed: {', '.join(sorted(allowed - {'method'}))}"
         )
-    sections: dict[str, dict[str, Any]] = {"ppo": {}, "sharing": {}}
-    top: dict[str, Any] = {}
+    sections: dict[str | None, dict[str, Any]] = {None: {}, "ppo": {}, "sharing": {}}
     for name, value in values.items():
-        for section, cls in _SECTIONS.items():
-            fields = {f.name: f.default for f in dataclasses.fields(cls)}
-            if name in fields:
-                sections[section][name] = _coerce(name, value, fields[name])
-                break
-        else:
-            default = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == name)
-            top[name] = _coerce(name, value, default)
+        section, default = SETTINGS[name]
+        sections[section][name] = _coerce(name, value, default)
     config = TrainConfig(
         env=spec,
         ppo=PPOConfig(**sections["ppo"]),
         sharing=SharingConfig(**sections["sharing"]),
-        **top,
+        **sections[None],
     )
     validate(config)
     return config
