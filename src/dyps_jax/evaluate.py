@@ -2,11 +2,14 @@
 
     python -m dyps_jax.evaluate --env medical --policy none|random|population|cases \
         [--seed S] [--episodes K] [--stochastic]
+    python -m dyps_jax.evaluate --env ridehailing-1 --policy greedy|nearest|random [--replay]
 
-Episodes run as one jitted `lax.scan` over the days, vmapped over K episodes (keys split from the
-seed). `prevented_infections` compares with the no-vaccine run on the same episode keys (in the
-mean-field mode that counterfactual is deterministic; in the stochastic mode it shares the seeds).
-Printed figures are means over the episodes of episode totals.
+Episodes run as one jitted `lax.scan` over the steps, vmapped over K episodes (keys split from the
+seed). Medical: `prevented_infections` compares with the no-vaccine run on the same episode keys (in
+the mean-field mode that counterfactual is deterministic; in the stochastic mode it shares the
+seeds). Ride-hailing: `gmv` (raw price units) and `orr` per day; `--replay` feeds the paper's exact
+order stream. Printed figures are means (and standard deviations for ride-hailing) over the episodes
+of episode totals.
 """
 
 from __future__ import annotations
@@ -19,10 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from dyps_jax.envs import (
-    core,
-    medical,  # noqa: F401  (registers the "medical" kind)
-)
+from dyps_jax.envs import core
 from dyps_jax.rules import RULES, get_rule
 
 
@@ -50,9 +50,10 @@ def _episode_totals(env, policy, seed: int, episodes: int) -> dict[str, np.ndarr
 
 def evaluate_rule(env_name_or_path: str, policy: str, seed: int = 0, episodes: int = 1,
                   **env_overrides: Any) -> dict[str, Any]:
-    """Runs the rule `policy` and the no-vaccine counterfactual on the same keys.
+    """Runs the rule `policy` (and, for medical, the no-vaccine counterfactual on the same keys).
 
-    Returns a dict with infections, prevented_infections, prevented_fraction, infected_fraction,
+    Ride-hailing returns gmv, orr and served (means over episodes of day totals) with their
+    standard deviations. Medical returns a dict with infections, prevented_infections, prevented_fraction, infected_fraction,
     doses_used, confirmed, deaths (means over episodes of episode totals), plus env, policy, seed,
     episodes and stochastic. Raises ValueError naming a bad env, policy or parameter.
     """
@@ -62,6 +63,15 @@ def evaluate_rule(env_name_or_path: str, policy: str, seed: int = 0, episodes: i
     kind = spec.pop("kind")
     rule = get_rule(kind, policy)
     spec.update(env_overrides)
+    header = {"env": str(env_name_or_path), "policy": policy, "seed": seed, "episodes": episodes}
+    if kind == "ridehailing":
+        env = core.build(kind, {**spec, **rule.env_overrides})
+        totals = _episode_totals(env, rule.make(env), seed, episodes)
+        result = {**header, "demand": env.demand}
+        for name in ("gmv", "orr", "served"):
+            result[name] = float(totals[name].mean())
+            result[f"{name}_std"] = float(totals[name].std())
+        return result
     if kind == "medical":
         spec["prevented_metric"] = False  # the same-seed counterfactual below replaces it
 
@@ -79,10 +89,7 @@ def evaluate_rule(env_name_or_path: str, policy: str, seed: int = 0, episodes: i
     prevented = float((baseline["new_infections"] - totals["new_infections"]).mean())
     no_vaccine = float(baseline["new_infections"].mean())
     return {
-        "env": str(env_name_or_path),
-        "policy": policy,
-        "seed": seed,
-        "episodes": episodes,
+        **header,
         "stochastic": bool(getattr(env, "stochastic", False)),
         "infections": infections,
         "prevented_infections": prevented,
@@ -106,7 +113,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--episodes", type=int, default=1)
     parser.add_argument("--stochastic", action="store_true",
-                        help="Poisson/binomial draws instead of the mean-field mode")
+                        help="medical: Poisson/binomial draws instead of the mean-field mode")
+    parser.add_argument("--replay", action="store_true",
+                        help="ride-hailing: replay the city's recorded order stream (the paper's "
+                             "exact day) instead of drawing fresh days")
     return parser
 
 
@@ -114,6 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
     overrides = {"stochastic": True} if args.stochastic else {}
+    if args.replay:
+        overrides["demand"] = "replay"
     try:
         if args.episodes < 1:
             raise ValueError(f"--episodes: must be >= 1, got {args.episodes}")

@@ -6,8 +6,13 @@ A rule is a `Rule(make, env_overrides)`: `make(env)` returns a pure JAX policy
 
 (for the Medical scenario, f32[N] logits that the environment turns into doses with a softmax), and
 `env_overrides` are environment parameters the rule needs (the no-vaccine rule runs the environment
-with `vaccinate=False`, so "no doses" is not encoded as -inf logits). Ride-hailing rules (Greedy,
-Nearest) go into `RULES["ridehailing"]` the same way.
+with `vaccinate=False`, so "no doses" is not encoded as -inf logits).
+
+Ride-hailing rules return the pointer head's draws, int32[N, K]: the slots of the orders to serve in
+order, as many as the cell has idle drivers (the environment ignores draws past that). Greedy takes
+the highest prices first; Nearest takes orders in arrival order within the cell (the candidate
+table keeps it: yesterday's step first, then the stream order); Random serves as many orders as
+Greedy but picks them uniformly.
 """
 
 from __future__ import annotations
@@ -68,7 +73,46 @@ def _medical_cases(env) -> Policy:
     return policy
 
 
+def _dispatch_in_order(priority: jax.Array, valid: jax.Array) -> jax.Array:
+    """Draws serving valid orders by descending `priority: f32[N, K]`: int32[N, K] slots (0 = stay)."""
+    ranked = jnp.argsort(jnp.where(valid, -priority, jnp.inf), axis=-1, stable=True)
+    has_order = jnp.take_along_axis(valid, ranked, axis=-1)
+    return jnp.where(has_order, ranked + 1, 0).astype(jnp.int32)
+
+
+def _ride_greedy(env) -> Policy:
+    def policy(key, timestep, state):
+        del key, timestep
+        return _dispatch_in_order(state.orders.price, state.orders.valid)
+
+    return policy
+
+
+def _ride_nearest(env) -> Policy:
+    def policy(key, timestep, state):
+        del key, timestep
+        arrival = -jnp.arange(env.max_candidates, dtype=jnp.float32)
+        return _dispatch_in_order(jnp.broadcast_to(arrival, state.orders.valid.shape),
+                                  state.orders.valid)
+
+    return policy
+
+
+def _ride_random(env) -> Policy:
+    def policy(key, timestep, state):
+        del timestep
+        return _dispatch_in_order(jax.random.uniform(key, state.orders.valid.shape),
+                                  state.orders.valid)
+
+    return policy
+
+
 RULES: dict[str, dict[str, Rule]] = {
+    "ridehailing": {
+        "greedy": Rule(_ride_greedy, {}),
+        "nearest": Rule(_ride_nearest, {}),
+        "random": Rule(_ride_random, {}),
+    },
     "medical": {
         "none": Rule(_medical_none, {"vaccinate": False}),
         "random": Rule(_medical_random, {}),

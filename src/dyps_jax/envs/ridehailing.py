@@ -1,0 +1,353 @@
+"""Ride-hailing order dispatch (the paper's Ride-Hailing(1) and (2)) as a count-based pure-JAX simulator.
+
+SCENARIOS.md ("Ride-hailing") has the rules; in short, one step is ten minutes of a 144-step day:
+
+* every cell of a hexagonal grid (`hexgrid.py`) is an agent; its drivers are counts, `idle[g]`, plus
+  `arriving[k, g]` drivers that become idle there k+1 steps from now;
+* orders come from a demand model (`orders.py`: Poisson from a lambda table, a replayed stream, or
+  `gravity.py`); an order can be served in the step it is born or the next one, then expires;
+* each cell sees at most K = `max_candidates` orders (older ones first, then in arrival order) and
+  makes one draw per idle driver (at most K draws) over K + 1 slots, slot 0 = "stay"; a real order
+  can be drawn once (ALGORITHMS.md §5, the pointer head); a driver serving an order of duration d at
+  t is idle at its destination at t + d; drivers never move otherwise;
+* reward of a cell: `reward_scale` x the price of the orders it served; metrics per step: `gmv`
+  (raw price units), `served`, and at the last step `orr` = served / generated over the day, so the
+  episode sums are the paper's GMV and ORR.
+
+Actions: int32[N, K], the slot of each draw (0 = stay); draws past `min(idle, K)` are ignored, as
+are slots that hold no order and repeated slots, so no order is served twice and no cell dispatches
+more drivers than it has. Action mask: bool[N, (K + 1) + K] = [slot holds an order (slot 0 always),
+draw d is active]. Observation of a cell: `CELL_FEATURES` numbers, then `SLOT_FEATURES` numbers for
+each of the K + 1 slots (see `_observe`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from importlib import resources
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from dyps_jax.envs.core import TimeStep, check_positive, register
+from dyps_jax.envs.hexgrid import HexGrid
+from dyps_jax.envs.orders import OrderBatch, PaperDemand, ReplayDemand, paper_rates, slot_mask
+
+CITIES = ("rh1_36", "rh2_100")
+DEMANDS = ("poisson", "replay", "gravity")
+SLOT_FEATURES = 7
+# Observation scales: about ten drivers per cell, prices of tens of units, a few orders per step.
+DRIVER_SCALE = 10.0
+RATE_SCALE = 10.0
+PRICE_SCALE = 20.0
+
+
+@functools.lru_cache(maxsize=4)
+def paper_city(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's order stream f64[M, 5] and lambda table int[T, N] of city `name` (packaged)."""
+    if name not in CITIES:
+        raise ValueError(f"env.city: unknown city {name!r}; allowed: {', '.join(CITIES)} or ''")
+    path = resources.files("dyps_jax") / "data" / "ridehailing_order_streams.npz"
+    with resources.as_file(path) as file, np.load(file) as data:
+        return data[f"{name}_orders"], data[f"{name}_lambda"]
+
+
+@struct.dataclass
+class Orders:
+    """The candidate table of every cell: K slots, valid ones first, oldest first.
+
+    Attributes: price f32[N, K]; destination, duration, age int32[N, K] (age 1 = born last step);
+    valid bool[N, K].
+    """
+
+    price: jax.Array
+    destination: jax.Array
+    duration: jax.Array
+    age: jax.Array
+    valid: jax.Array
+
+
+@struct.dataclass
+class RideState:
+    """t: int32[]; idle: int32[N]; arriving: int32[l_max, N] (idle at t + 1 + k); orders: Orders;
+    served_total, generated_total: f32[], orders served and born so far today."""
+
+    t: jax.Array
+    idle: jax.Array
+    arriving: jax.Array
+    orders: Orders
+    served_total: jax.Array
+    generated_total: jax.Array
+
+
+@register("ridehailing")
+@dataclasses.dataclass(frozen=True)
+class RideHailing:
+    """Parameters of a ride-hailing city (static; see the module docstring for the dynamics).
+
+    city: "rh1_36" / "rh2_100" take the paper's lambda table (and stream, when `demand = "replay"`);
+    "" draws a lambda table from `city_seed`, `base_low`, `base_high` (the paper's generator).
+    demand: "poisson" (fresh days from the lambda table), "replay" (the city's exact stream, or
+    `trips_path`), "gravity" (`gravity.GravityDemand`, a richer generator).
+    """
+
+    rows: int = 6
+    cols: int = 6
+    city: str = "rh1_36"
+    demand: str = "poisson"
+    trips_path: str = ""
+    city_seed: int = 0
+    base_low: int = 2
+    base_high: int = 9
+    max_duration: int = 3
+    horizon: int = 144
+    drivers_per_cell: int = 10
+    max_candidates: int = 50
+    max_new_orders: int = 32
+    reward_scale: float = 0.02
+    gravity_mean_rate: float = 5.0
+    gravity_correlation_length: float = 2.0
+    gravity_peak_strength: float = 1.5
+    gravity_decay: float = 2.0
+
+    action_kind = "pointer"
+
+    def __post_init__(self) -> None:
+        for name in ("rows", "cols", "city_seed", "base_low", "base_high", "max_duration",
+                     "horizon", "drivers_per_cell", "max_candidates", "max_new_orders"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"env.{name}: must be an integer, got {value!r}")
+        check_positive("env", rows=self.rows, cols=self.cols, horizon=self.horizon,
+                       max_candidates=self.max_candidates, max_new_orders=self.max_new_orders,
+                       max_duration=self.max_duration)
+        if self.drivers_per_cell < 0:
+            raise ValueError(f"env.drivers_per_cell: must be >= 0, got {self.drivers_per_cell}")
+        if self.demand not in DEMANDS:
+            raise ValueError(f"env.demand: unknown {self.demand!r}; allowed: {', '.join(DEMANDS)}")
+        if self.city and self.city not in CITIES:
+            raise ValueError(f"env.city: unknown city {self.city!r}; allowed: "
+                             f"{', '.join(CITIES)} or ''")
+        if self.demand == "replay" and not (self.city or self.trips_path):
+            raise ValueError("env.demand: 'replay' needs env.city or env.trips_path")
+        if self.city and not self.trips_path and self.demand != "gravity":
+            _, rates = paper_city(self.city)
+            if rates.shape != (self.horizon, self.num_cells):
+                raise ValueError(f"env.city: {self.city!r} has {rates.shape[1]} cells and "
+                                 f"{rates.shape[0]} steps, but rows x cols = {self.num_cells} "
+                                 f"and horizon = {self.horizon}")
+
+    # ------------------------------------------------------------------ static structure
+
+    @property
+    def grid(self) -> HexGrid:
+        return HexGrid(self.rows, self.cols)
+
+    @property
+    def num_cells(self) -> int:
+        return self.rows * self.cols
+
+    @property
+    def num_agents(self) -> int:
+        return self.num_cells
+
+    @property
+    def max_steps(self) -> int:
+        return self.horizon
+
+    @property
+    def num_actions(self) -> int:
+        """Slots of the pointer head: stay + K candidate orders."""
+        return self.max_candidates + 1
+
+    @property
+    def num_draws(self) -> int:
+        return self.max_candidates
+
+    @property
+    def cell_features(self) -> int:
+        return 7 + self.max_duration
+
+    @property
+    def pointer_layout(self) -> tuple[int, int, int]:
+        """(cell features, slots, features per slot): how the pointer head splits an observation."""
+        return self.cell_features, self.num_actions, SLOT_FEATURES
+
+    @property
+    def obs_dim(self) -> int:
+        return self.cell_features + self.num_actions * SLOT_FEATURES
+
+    @property
+    def global_state_dim(self) -> int:
+        return 2 * self.num_cells
+
+    @property
+    def demand_model(self):
+        return _demand_model(self)
+
+    # ------------------------------------------------------------------ dynamics
+
+    def reset(self, key: jax.Array) -> tuple[RideState, TimeStep]:
+        n, k = self.num_cells, self.max_candidates
+        batch = self.demand_model.sample(key, jnp.zeros((), jnp.int32))
+        empty = Orders(
+            price=jnp.zeros((n, k)), destination=jnp.zeros((n, k), jnp.int32),
+            duration=jnp.ones((n, k), jnp.int32), age=jnp.zeros((n, k), jnp.int32),
+            valid=jnp.zeros((n, k), bool),
+        )
+        state = RideState(
+            t=jnp.zeros((), jnp.int32),
+            idle=jnp.full((n,), self.drivers_per_cell, jnp.int32),
+            arriving=jnp.zeros((self.max_duration, n), jnp.int32),
+            orders=self._merge(empty, batch),
+            served_total=jnp.zeros(()),
+            generated_total=batch.generated.sum().astype(jnp.float32),
+        )
+        zeros = jnp.zeros(())
+        metrics = {"gmv": zeros, "served": zeros, "orr": zeros}
+        return state, self._timestep(state, jnp.zeros(n), jnp.zeros((), bool), metrics)
+
+    def step(self, key: jax.Array, state: RideState, actions: jax.Array
+             ) -> tuple[RideState, TimeStep]:
+        """Dispatches the drawn orders, moves time on by one step and brings the next orders."""
+        n, lmax = self.num_cells, self.max_duration
+        chex.assert_shape(actions, (n, self.num_draws))
+        served = self.served_slots(state, actions)
+        orders = state.orders
+        value = jnp.where(served, orders.price, 0.0).sum(-1)  # [N]
+        dispatched = served.sum(-1).astype(jnp.int32)
+        # Served drivers become idle at the destination d steps later: slot (d - 1) of `arriving`.
+        target = (orders.duration - 1) * n + orders.destination
+        arrivals = jax.ops.segment_sum(served.ravel().astype(jnp.int32), target.ravel(), lmax * n)
+        arriving = state.arriving + arrivals.reshape(lmax, n)
+        t = state.t + 1
+        idle = state.idle - dispatched + arriving[0]
+        arriving = jnp.concatenate([arriving[1:], jnp.zeros((1, n), jnp.int32)])
+        # Orders born this step wait one more step; older ones expire.
+        waiting = Orders(price=orders.price, destination=orders.destination,
+                         duration=orders.duration, age=orders.age + 1,
+                         valid=orders.valid & ~served & (orders.age == 0))
+        done = t >= self.horizon
+        batch = self.demand_model.sample(key, jnp.minimum(t, self.horizon - 1))
+        generated = state.generated_total + jnp.where(done, 0, batch.generated.sum())
+        served_total = state.served_total + dispatched.sum()
+        new_state = RideState(
+            t=t, idle=idle, arriving=arriving, orders=self._merge(waiting, batch),
+            served_total=served_total, generated_total=generated,
+        )
+        gmv = value.sum()
+        metrics = {
+            "gmv": gmv,
+            "served": dispatched.sum().astype(jnp.float32),
+            "orr": jnp.where(done, served_total / jnp.maximum(generated, 1.0), 0.0),
+        }
+        return new_state, self._timestep(new_state, value * self.reward_scale, done, metrics)
+
+    def served_slots(self, state: RideState, actions: jax.Array) -> jax.Array:
+        """bool[N, K]: the orders the draws `actions: int32[N, K]` serve (masks enforced here)."""
+        k = self.max_candidates
+        active = jnp.arange(self.num_draws) < state.idle[:, None]  # [N, D]
+        drawn = (actions[..., None] == jnp.arange(1, k + 1)) & active[..., None]  # [N, D, K]
+        return drawn.any(axis=1) & state.orders.valid
+
+    def _merge(self, waiting: Orders, batch: OrderBatch) -> Orders:
+        """Waiting orders first, then the new ones, valid slots packed to the front (stable)."""
+        k = self.max_candidates
+        new_valid = slot_mask(batch.count, batch.price.shape[-1])
+        cat = lambda a, b: jnp.concatenate([a, b], axis=-1)  # noqa: E731
+        valid = cat(waiting.valid, new_valid)
+        order = jnp.argsort(~valid, axis=-1, stable=True)[:, :k]
+        take = lambda x: jnp.take_along_axis(x, order, axis=-1)  # noqa: E731
+        return Orders(
+            price=take(cat(waiting.price, batch.price)),
+            destination=take(cat(waiting.destination, batch.destination)),
+            duration=take(cat(waiting.duration, batch.duration)),
+            age=take(cat(waiting.age, jnp.zeros_like(batch.duration))),
+            valid=take(valid),
+        )
+
+    # ------------------------------------------------------------------ observations
+
+    def _timestep(self, state: RideState, reward, done, metrics) -> TimeStep:
+        orders = state.orders
+        draws = jnp.arange(self.num_draws) < state.idle[:, None]
+        slots = jnp.concatenate([jnp.ones((self.num_cells, 1), bool), orders.valid], axis=-1)
+        rates = jnp.asarray(self.demand_model.rates)
+        now = rates[jnp.minimum(state.t, self.horizon - 1)]
+        global_state = jnp.concatenate([state.idle / DRIVER_SCALE, now / RATE_SCALE])
+        return TimeStep(
+            obs=self._observe(state),
+            reward=reward.astype(jnp.float32),
+            done=done,
+            action_mask=jnp.concatenate([slots, draws], axis=-1),
+            global_state=global_state.astype(jnp.float32),
+            metrics=metrics,
+        )
+
+    def _observe(self, state: RideState) -> jax.Array:
+        """f32[N, obs_dim]: cell features, then the K + 1 slots' features.
+
+        Cell: idle drivers, candidate orders, time of day, demand rate now and next step, drivers
+        arriving in 1..l_max steps, neighbours' mean idle drivers and next-step demand rate.
+        Slot (0 = stay, evaluated at the own cell one step ahead): stay flag, price, duration, age,
+        and at the destination: idle drivers, demand rate when the driver arrives, drivers arriving
+        then. Empty slots are zeros.
+        """
+        n, horizon = self.num_cells, self.horizon
+        orders = state.orders
+        rates = jnp.asarray(self.demand_model.rates) / RATE_SCALE
+        rate_at = lambda t: rates[jnp.clip(t, 0, horizon - 1)]  # noqa: E731
+        now, nxt = rate_at(state.t), rate_at(state.t + 1)
+        nbrs = jnp.asarray(self.grid.neighbours)
+        has = nbrs >= 0
+        nb_mean = lambda x: jnp.where(has, x[nbrs], 0.0).sum(-1) / jnp.maximum(has.sum(-1), 1)  # noqa: E731
+        idle = state.idle / DRIVER_SCALE
+        arriving = state.arriving / DRIVER_SCALE  # [L, N]
+        cell = jnp.concatenate([
+            jnp.stack([idle, orders.valid.sum(-1) / RATE_SCALE,
+                       jnp.broadcast_to(state.t / horizon, (n,)), now, nxt], -1),
+            arriving.T,
+            jnp.stack([nb_mean(idle), nb_mean(nxt)], -1),
+        ], axis=-1)
+        dest, dur = orders.destination, orders.duration
+        arrive_rate = rates[jnp.clip(state.t + dur, 0, horizon - 1), dest]
+        order_feats = jnp.stack([
+            jnp.zeros_like(orders.price), orders.price / PRICE_SCALE,
+            dur / self.max_duration, orders.age.astype(jnp.float32),
+            idle[dest], arrive_rate, arriving[dur - 1, dest],
+        ], -1) * orders.valid[..., None]
+        stay = jnp.stack([jnp.ones(n), jnp.zeros(n), jnp.zeros(n), jnp.zeros(n),
+                          idle, nxt, arriving[0]], -1)
+        slots = jnp.concatenate([stay[:, None], order_feats], axis=1)
+        return jnp.concatenate([cell, slots.reshape(n, -1)], axis=-1).astype(jnp.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _demand_model(env: RideHailing):
+    grid = env.grid
+    if env.demand == "gravity":
+        from dyps_jax.envs.gravity import GravityDemand
+
+        return GravityDemand(
+            grid=grid, horizon=env.horizon, max_duration=env.max_duration, seed=env.city_seed,
+            mean_rate=env.gravity_mean_rate, correlation_length=env.gravity_correlation_length,
+            peak_strength=env.gravity_peak_strength, decay=env.gravity_decay,
+            max_new=env.max_new_orders,
+        )
+    if env.demand == "replay":
+        if env.trips_path:
+            from dyps_jax.envs.trips import load_trips_csv
+
+            stream = load_trips_csv(env.trips_path, env.num_cells, env.horizon, env.max_duration)
+            return ReplayDemand(stream, env.num_cells, env.horizon, env.max_duration)
+        stream, rates = paper_city(env.city)
+        return ReplayDemand(stream, env.num_cells, env.horizon, env.max_duration, rates)
+    if env.city:
+        rates = paper_city(env.city)[1]
+    else:
+        rates = paper_rates(grid, env.base_low, env.base_high, env.horizon, env.city_seed)
+    return PaperDemand(grid, rates, env.max_duration, env.max_new_orders)
