@@ -54,6 +54,34 @@ class ActorCritic(nn.Module):
         return head, value[..., 0]
 
 
+class PointerActorCritic(nn.Module):
+    """Pointer actor (ALGORITHMS.md §5) and MLP critic for observations of the layout
+    `[cell features (cell_dim), slot features (num_slots x slot_dim), extra features]`.
+
+    logit_k = <W emb(s), emb(o_k)> / sqrt(embed): emb(s) is a two-hidden-layer MLP of the cell
+    features and any extra features (e.g. PS-id's agent one-hot), W its last linear layer, emb(o_k)
+    a linear embedding of slot k's features. The critic V(o) sees the whole observation.
+    """
+
+    cell_dim: int
+    num_slots: int
+    slot_dim: int
+    hidden_size: int = 64
+    embed_size: int = 32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        h, e = self.hidden_size, self.embed_size
+        end = self.cell_dim + self.num_slots * self.slot_dim
+        cell = jnp.concatenate([x[..., : self.cell_dim], x[..., end:]], axis=-1)
+        slots = x[..., self.cell_dim : end].reshape(x.shape[:-1] + (self.num_slots, self.slot_dim))
+        query = MLP((h, h, e), final_scale=0.01, name="actor")(cell)
+        keys = nn.Dense(e, name="slot_embedding")(slots)
+        logits = jnp.einsum("...e,...ke->...k", query, keys) / np.sqrt(e)
+        value = MLP((h, h, 1), final_scale=1.0, name="critic")(x)
+        return logits, value[..., 0]
+
+
 def init_stacked(module: nn.Module, key: jax.Array, num_sets: int, example: jax.Array) -> Any:
     """Independently initialised parameter sets stacked on a leading axis: leaves `[G, ...]`."""
     keys = jax.random.split(key, num_sets)

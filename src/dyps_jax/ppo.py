@@ -25,29 +25,118 @@ def masked_categorical(logits: jax.Array, action_mask: jax.Array) -> distrax.Cat
 
 
 def head_size(action_kind: str, num_actions: int) -> int:
-    """Width of the policy output: logits, or a mean and a log-std per action dimension."""
-    return {"categorical": num_actions, "gaussian": 2 * num_actions}[action_kind]
+    """Width of the policy output: logits (per action or per pointer slot), or a mean and a log-std
+    per action dimension."""
+    sizes = {"categorical": num_actions, "gaussian": 2 * num_actions, "pointer": num_actions}
+    if action_kind not in sizes:
+        raise ValueError(f"action_kind: unknown {action_kind!r}; allowed: {', '.join(sizes)}")
+    return sizes[action_kind]
+
+
+class PointerDraws:
+    """Sequential draws of a pointer head (ALGORITHMS.md §5): slot 0 = stay, slots 1..K = orders.
+
+    Each active draw picks a slot with probability softmax over {stay} and the orders not drawn
+    before; an order is drawn at most once (Plackett-Luce without replacement), stay any number of
+    times. The log-probability of a draw sequence is the sum of its per-draw log-probabilities.
+
+    Args:
+      logits: f32[..., S] over the S = K + 1 slots.
+      slot_mask: bool[..., S], the slots that hold an order (slot 0 is always allowed).
+      draw_mask: bool[..., D], the draws that happen (one per idle driver, at most D).
+
+    Actions are int32[..., D], the slot of each draw (0 for inactive draws).
+    """
+
+    def __init__(self, logits: jax.Array, slot_mask: jax.Array, draw_mask: jax.Array):
+        chex.assert_equal_shape([logits, slot_mask])
+        chex.assert_equal_shape_prefix([logits, draw_mask], logits.ndim - 1)
+        allowed = slot_mask.at[..., 0].set(True)
+        self.logits = jnp.where(allowed, logits, _MASKED_LOGIT)
+        self.slot_mask = allowed
+        self.draw_mask = draw_mask
+
+    def sample(self, seed: jax.Array) -> jax.Array:
+        """Plackett-Luce order of the orders by the Gumbel-top-k trick, with the stays interleaved:
+        after j orders the next draw stays with probability e^{l_0} / (e^{l_0} + R_j), where R_j is
+        the mass of the orders not yet drawn; this is the sequential process drawn in one pass."""
+        k_order, k_stay = jax.random.split(seed)
+        stay_logit, order_logits = self.logits[..., 0], self.logits[..., 1:]
+        valid = self.slot_mask[..., 1:]
+        gumbel = jax.random.gumbel(k_order, order_logits.shape)
+        ranked = jnp.argsort(jnp.where(valid, -(order_logits + gumbel), jnp.inf), axis=-1)
+        ranked_logits = jnp.take_along_axis(order_logits, ranked, axis=-1)
+        # log R_j for j = 0..K: the order mass from rank j on (masked slots rank last, weigh ~0).
+        log_rest = jax.lax.cumlogsumexp(ranked_logits, axis=ranked_logits.ndim - 1, reverse=True)
+        log_rest = jnp.concatenate([log_rest, jnp.full_like(log_rest[..., :1], _MASKED_LOGIT)], -1)
+        num_valid = valid.sum(-1)
+        draws = jnp.moveaxis(self.draw_mask, -1, 0)
+        uniforms = jax.random.uniform(k_stay, draws.shape)
+
+        def draw(taken, inputs):
+            active, u = inputs
+            rest = jnp.take_along_axis(log_rest, taken[..., None], axis=-1)[..., 0]
+            p_stay = jax.nn.sigmoid(stay_logit - rest)
+            go = active & (u >= p_stay) & (taken < num_valid)
+            index = jnp.minimum(taken, ranked.shape[-1] - 1)[..., None]
+            slot = jnp.take_along_axis(ranked, index, axis=-1)[..., 0] + 1
+            return taken + go, jnp.where(go, slot, 0)
+
+        _, slots = jax.lax.scan(draw, jnp.zeros_like(num_valid), (draws, uniforms))
+        return jnp.moveaxis(slots, 0, -1).astype(jnp.int32)
+
+    def log_prob(self, actions: jax.Array) -> jax.Array:
+        """Sum over active draws of log p(draw d | draws before d). `actions: int32[..., D]`.
+
+        The denominator of draw d is stay + the orders never drawn + the orders drawn at d or later
+        (a reverse cumulative log-sum-exp over the draws), so no mass is ever subtracted.
+        """
+        chex.assert_equal_shape([actions, self.draw_mask])
+        num_slots = self.logits.shape[-1]
+        picked = self.draw_mask & (actions > 0)
+        drawn_logit = jnp.take_along_axis(self.logits, actions, axis=-1)
+        later = jax.lax.cumlogsumexp(jnp.where(picked, drawn_logit, _MASKED_LOGIT),
+                                     axis=actions.ndim - 1, reverse=True)
+        ever = ((actions[..., None] == jnp.arange(num_slots)) & picked[..., None]).any(-2)
+        never = self.slot_mask & ~ever
+        never = never.at[..., 0].set(False)
+        log_never = jax.nn.logsumexp(jnp.where(never, self.logits, _MASKED_LOGIT), axis=-1)
+        stay_or_never = jnp.logaddexp(self.logits[..., 0], log_never)
+        log_denominator = jnp.logaddexp(stay_or_never[..., None], later)
+        per_draw = jnp.where(self.draw_mask, drawn_logit - log_denominator, 0.0)
+        return per_draw.sum(-1)
+
+    def entropy(self) -> jax.Array:
+        """Entropy of the first draw (the full sequence entropy has no closed form)."""
+        return distrax.Categorical(logits=self.logits).entropy()
 
 
 def action_distribution(
     action_kind: str, head: jax.Array, action_mask: jax.Array
-) -> distrax.Distribution:
+) -> distrax.Distribution | PointerDraws:
     """The policy distribution of an environment's action kind (ALGORITHMS.md §5).
 
     Args:
       head: [..., head_size], the policy network's output.
-      action_mask: bool[..., A]; used by the categorical kind only.
+      action_mask: bool[..., A] (categorical); bool[..., S + D] = [slot holds an order, draw is
+        active] (pointer, S = head_size slots); unused by the gaussian kind.
 
     Returns:
       categorical: masked `Categorical`, actions int32[...];
-      gaussian: diagonal `MultivariateNormalDiag`, actions f32[..., A].
+      gaussian: diagonal `MultivariateNormalDiag`, actions f32[..., A];
+      pointer: `PointerDraws`, actions int32[..., D].
     """
     if action_kind == "categorical":
         return masked_categorical(head, action_mask)
+    if action_kind == "pointer":
+        num_slots = head.shape[-1]
+        return PointerDraws(head, action_mask[..., :num_slots], action_mask[..., num_slots:])
     if action_kind == "gaussian":
         mean, log_std = jnp.split(head, 2, axis=-1)
         return distrax.MultivariateNormalDiag(mean, jnp.exp(jnp.clip(log_std, -5.0, 2.0)))
-    raise ValueError(f"action_kind: unknown {action_kind!r}; allowed: categorical, gaussian")
+    raise ValueError(
+        f"action_kind: unknown {action_kind!r}; allowed: categorical, gaussian, pointer"
+    )
 
 
 def gae(

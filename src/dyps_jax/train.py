@@ -24,7 +24,13 @@ from flax import struct
 from dyps_jax import sharing
 from dyps_jax.config import TrainConfig
 from dyps_jax.grouping import GroupSelector, RunningStats, sample_groups, selector_loss
-from dyps_jax.nets import ActorCritic, grouped_apply, init_stacked, segment_mean
+from dyps_jax.nets import (
+    ActorCritic,
+    PointerActorCritic,
+    grouped_apply,
+    init_stacked,
+    segment_mean,
+)
 from dyps_jax.ppo import action_distribution, gae, head_size, normalize_per_group, ppo_terms
 from dyps_jax.roles.cvae import CVAE, cvae_elbo, group_embeddings, init_cvae
 from dyps_jax.roles.vlstm import VLSTM, init_vlstm, vlstm_elbo
@@ -93,13 +99,16 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
     dyps = method == "dyps"
 
     kind = env.action_kind
-    policy_net = ActorCritic(head_size(kind, env.num_actions), ppo.hidden_size)
+    if kind == "pointer":
+        policy_net = PointerActorCritic(*env.pointer_layout, hidden_size=ppo.hidden_size)
+    else:
+        policy_net = ActorCritic(head_size(kind, env.num_actions), ppo.hidden_size)
     policy_tx = optax.chain(
         optax.clip_by_global_norm(ppo.max_grad_norm), optax.adam(ppo.lr, eps=1e-5)
     )
     feat_dim = sharing.feature_dim(method, env.obs_dim, n_agents)
     # VLSTM input (s_t, a_t, r_{t+1}) and target e_{t+1} = (s_{t+1}, r_{t+1}); a_t one-hot when
-    # categorical, the real vector when Gaussian.
+    # categorical, the slots drawn (multi-hot) for the pointer head, the real vector when Gaussian.
     vlstm_net = VLSTM(target_dim=env.obs_dim + 1, hidden=share.vlstm_hidden, latent=share.vlstm_latent)
     vlstm_input_dim = env.obs_dim + env.num_actions + 1
     cvae_net = CVAE(n_sets, env.num_actions, latent=share.cvae_latent, action_kind=kind)
@@ -107,6 +116,8 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
     def encode_action(action: jax.Array) -> jax.Array:
         if kind == "categorical":
             return jax.nn.one_hot(action, env.num_actions)
+        if kind == "pointer":
+            return jax.nn.one_hot(action, env.num_actions).max(axis=-2)
         return action
 
     def env_action(action: jax.Array) -> jax.Array:
@@ -248,7 +259,8 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         all_groups = jnp.broadcast_to(groups, (horizon,) + groups.shape)
         cvae_loss, cvae_grads = jax.value_and_grad(
             lambda p: cvae_elbo(cvae_net, p, k_cvae, take(all_groups), take(traj.obs),
-                                take(traj.action), take(traj.valid), share.cvae_beta)
+                                take(traj.action), take(traj.valid), share.cvae_beta,
+                                action_mask=take(traj.action_mask))
         )(roles.cvae.params)
         cvae = _apply(role_tx, roles.cvae, cvae_grads)
 

@@ -65,18 +65,22 @@ def cvae_elbo(
     actions: jax.Array,
     weights: jax.Array,
     beta: float = 1.0,
+    action_mask: jax.Array | None = None,
 ) -> jax.Array:
     """Negative ELBO of eq. 4 (KL weighted by beta), the weighted mean over (s, a, group) triples.
 
     Args:
       groups: int32[B]; states: f32[B, D]; weights: f32[B];
-      actions: int32[B] (categorical) or f32[B, A] (gaussian).
+      actions: int32[B] (categorical), f32[B, A] (gaussian) or int32[B, D] (pointer draws).
+      action_mask: the environment's mask of each sample (`ppo.action_distribution`); None allows
+        every action (required for the pointer kind, whose mask also says which draws happen).
     """
     chex.assert_equal_shape([groups, weights])
     noise = jax.random.normal(key, groups.shape + (model.latent,))
     mean, std, head = model.apply(params, groups, states, noise)
-    mask = jnp.ones(head.shape[:-1] + (model.num_actions,), bool)
-    nll = -action_distribution(model.action_kind, head, mask).log_prob(actions)
+    if action_mask is None:
+        action_mask = jnp.ones(head.shape[:-1] + (model.num_actions,), bool)
+    nll = -action_distribution(model.action_kind, head, action_mask).log_prob(actions)
     posterior = distrax.MultivariateNormalDiag(mean, std)
     prior = distrax.MultivariateNormalDiag(jnp.zeros_like(mean), jnp.ones_like(std))
     loss = nll + beta * posterior.kl_divergence(prior)
