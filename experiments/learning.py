@@ -1,11 +1,14 @@
-"""Learning check: DyPS and the sharing baselines against a uniform random policy on one scenario.
+"""Learning check: DyPS and the sharing baselines against simple policies on one scenario.
 
-Trains each method with `make_train` (seeds vmapped in one compiled call), evaluates a uniform random
-policy over the allowed actions on the same scenario, and writes
-`experiments/results/learning_<env>.{csv,md,png}`: the mean team episode return of the first and
-last 10 % of iterations, per method, plus the learning curves.
+Trains each method with `make_train` (seeds vmapped in one compiled call), evaluates the baselines on
+the same scenario (the rule policies of `dyps_jax.rules` where the scenario has them, e.g. Greedy,
+Nearest and Random for ride-hailing; else a uniform random policy over the allowed actions), and
+writes `experiments/results/learning_<env>.{csv,md,png}`: per method, the mean of each metric
+(`--metrics`, default the team episode return) over the first and last 10 % of iterations, plus the
+learning curves of the first metric.
 
     python experiments/learning.py --env lbf-1 --total-steps 300000 --seeds 2
+    python experiments/learning.py --env ridehailing-1 --metrics gmv,orr --total-steps 300000
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ import numpy as np  # noqa: E402
 
 import dyps_jax  # noqa: E402
 from dyps_jax.checkpoint import write_atomic  # noqa: E402
+from dyps_jax.evaluate import evaluate_rule  # noqa: E402
+from dyps_jax.rules import RULES  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -56,19 +61,40 @@ def random_policy_return(env_name: str, episodes: int, seed: int) -> tuple[float
     return float(returns.mean()), float(returns.std())
 
 
+def baseline_rows(env_name: str, metrics: list[str], episodes: int, seed: int) -> list[dict]:
+    """Rows of the scenario's rule policies (mean and std over episodes), or of uniform random."""
+    kind = dyps_jax.envs.load_preset(env_name)["env"]["kind"]
+    rows = []
+    if kind in RULES and kind != "medical":
+        for rule in RULES[kind]:
+            result = evaluate_rule(env_name, rule, seed=seed, episodes=episodes)
+            row = {"method": f"rule: {rule}"}
+            for m in metrics:
+                row |= {f"first_{m}": result[m], f"final_{m}": result[m],
+                        f"final_{m}_std": result[f"{m}_std"]}
+            rows.append(row | {"train_seconds": 0.0})
+        return rows
+    if metrics != ["episode_return"]:
+        raise ValueError(f"--metrics: {metrics} needs rule baselines; {kind!r} has none")
+    mean, std = random_policy_return(env_name, episodes, seed)
+    return [{"method": "random", "first_episode_return": mean, "final_episode_return": mean,
+             "final_episode_return_std": std, "train_seconds": 0.0}]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="lbf-1")
     parser.add_argument("--methods", default="dyps,ps-id,nops,ps")
+    parser.add_argument("--metrics", default="episode_return",
+                        help="comma-separated training metrics to report (episode totals)")
     parser.add_argument("--total-steps", type=int, default=300_000)
     parser.add_argument("--num-envs", type=int, default=16)
     parser.add_argument("--seeds", type=int, default=2)
     args = parser.parse_args()
+    names = args.metrics.split(",")
 
-    rows, curves = [], {}
-    rand_mean, rand_std = random_policy_return(args.env, 1024, seed=123)
-    rows.append({"method": "random", "first_return": rand_mean, "final_return": rand_mean,
-                 "final_std_over_seeds": rand_std, "train_seconds": 0.0})
+    rows, curves = baseline_rows(args.env, names, 1024, seed=123), {}
+    baseline_curves = [(r["method"], r[f"final_{names[0]}"]) for r in rows]
     for method in args.methods.split(","):
         config = dyps_jax.make_config(env=args.env, method=method, total_steps=args.total_steps,
                                       num_envs=args.num_envs)
@@ -77,17 +103,17 @@ def main() -> None:
         compiled = train.lower(keys).compile()
         t0 = time.perf_counter()
         _, metrics = compiled(keys)
-        ret = np.asarray(jax.block_until_ready(metrics["episode_return"]))  # [seeds, iterations]
+        metrics = jax.block_until_ready(metrics)
         seconds = time.perf_counter() - t0
-        tail = max(1, ret.shape[1] // 10)
-        curves[method] = ret
-        rows.append({
-            "method": method,
-            "first_return": float(ret[:, :tail].mean()),
-            "final_return": float(ret[:, -tail:].mean()),
-            "final_std_over_seeds": float(ret[:, -tail:].mean(axis=1).std()),
-            "train_seconds": round(seconds, 1),
-        })
+        row = {"method": method}
+        for m in names:
+            values = np.asarray(metrics[m])  # [seeds, iterations]
+            tail = max(1, values.shape[1] // 10)
+            row |= {f"first_{m}": float(values[:, :tail].mean()),
+                    f"final_{m}": float(values[:, -tail:].mean()),
+                    f"final_{m}_std": float(values[:, -tail:].mean(axis=1).std())}
+        curves[method] = np.asarray(metrics[names[0]])
+        rows.append(row | {"train_seconds": round(seconds, 1)})
         print(rows[-1], flush=True)
 
     RESULTS.mkdir(exist_ok=True)
@@ -100,21 +126,26 @@ def main() -> None:
 
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                          text=True).stdout.strip()
+    metric_flag = "" if names == ["episode_return"] else f" --metrics {args.metrics}"
     lines = [
         f"# Learning on {args.env}",
         "",
-        f"Command: `python experiments/learning.py --env {args.env} --total-steps "
+        f"Command: `python experiments/learning.py --env {args.env}{metric_flag} --total-steps "
         f"{args.total_steps} --num-envs {args.num_envs} --seeds {args.seeds}`  ",
         f"Date {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, device {jax.devices()[0].device_kind}"
-        f", jax {jax.__version__}, git {rev}. Team return = sum of all agents' rewards in an episode "
-        "(LBF: 1.0 = all food collected; RWARE: deliveries); first/final = mean over the first/last 10 % of iterations and "
-        f"{args.seeds} seeds; random = uniform over allowed actions, 1024 episodes.",
+        f", jax {jax.__version__}, git {rev}. Metrics are episode totals: episode_return = sum of "
+        "all agents' rewards (LBF: 1.0 = all food collected; RWARE: deliveries); gmv = price of "
+        "the orders served in a day, orr = served / generated. first/final = mean over the "
+        f"first/last 10 % of iterations and {args.seeds} seeds, std = over seeds; baselines: "
+        "1024 episodes (std over episodes).",
         "",
-        "| method | first return | final return | std over seeds | train seconds (all seeds) |",
-        "|---|---:|---:|---:|---:|",
+        "| method | " + " | ".join(f"first {m} | final {m} | std" for m in names)
+        + " | train seconds (all seeds) |",
+        "|---|" + "---:|---:|---:|" * len(names) + "---:|",
     ]
-    lines += [f"| {r['method']} | {r['first_return']:.3f} | {r['final_return']:.3f} | "
-              f"{r['final_std_over_seeds']:.3f} | {r['train_seconds']} |" for r in rows]
+    lines += ["| " + r["method"] + " | " + " | ".join(
+        f"{r[f'first_{m}']:.3f} | {r[f'final_{m}']:.3f} | {r[f'final_{m}_std']:.3f}"
+        for m in names) + f" | {r['train_seconds']} |" for r in rows]
     write_atomic(stem.with_suffix(".md"), "\n".join(lines) + "\n")
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -122,9 +153,10 @@ def main() -> None:
     for method, ret in curves.items():
         x = np.arange(1, ret.shape[1] + 1) * steps_per_iter
         ax.plot(x, ret.mean(axis=0), label=method)
-    ax.axhline(rand_mean, color="grey", linestyle="--", label="random")
+    for (name, value), style in zip(baseline_curves, ("--", ":", "-.", (0, (1, 3)))):
+        ax.axhline(value, color="grey", linestyle=style, label=name)
     ax.set_xlabel("environment steps")
-    ax.set_ylabel("team episode return")
+    ax.set_ylabel(names[0])
     ax.set_title(args.env)
     ax.legend()
     fig.tight_layout()
