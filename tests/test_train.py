@@ -31,6 +31,21 @@ def test_every_method_trains_and_reports_metrics(tiny_lbf, method):
         assert state.roles is None
 
 
+@pytest.mark.parametrize("method", dyps_jax.METHODS)
+def test_every_method_trains_the_pointer_head_on_ridehailing(tiny_ridehailing, method):
+    config = _config(tiny_ridehailing, method, num_groups=2)
+    state, metrics = jax.jit(dyps_jax.make_train(config))(jax.random.key(0))
+    for name, value in metrics.items():
+        assert np.all(np.isfinite(value)), name
+    assert np.all(metrics["gmv"] > 0) and np.all((metrics["orr"] > 0) & (metrics["orr"] <= 1))
+    assert np.all(metrics["approx_kl"] >= 0)
+    # The first update moved the pointer head's slot embedding of every parameter set.
+    fresh = dyps_jax.make_train_fns(config).init(jax.random.key(0))
+    before = fresh.policy.params["params"]["slot_embedding"]["kernel"]
+    after = state.policy.params["params"]["slot_embedding"]["kernel"]
+    assert np.all(np.abs(np.asarray(after - before)).reshape(len(before), -1).max(-1) > 0)
+
+
 def test_same_key_same_result_and_vmap_over_seeds(tiny_lbf):
     config = _config(tiny_lbf, "dyps", num_groups=2)
     train = jax.jit(dyps_jax.make_train(config))
