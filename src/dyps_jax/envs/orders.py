@@ -158,12 +158,13 @@ def validate_stream(stream: np.ndarray, num_cells: int, horizon: int, max_durati
         bad = (values != np.round(values)) | (values < low) | (values > high)
         if bad.any():
             row = int(np.argmax(bad))
-            raise ValueError(f"{source}: row {row}: {name} = {values[row]!r}; allowed: integers "
-                             f"in {low}..{high}")
+            raise ValueError(f"{source}: row {row}: {name} = {float(values[row])!r}; "
+                             f"allowed: integers in {low}..{high}")
     bad = ~np.isfinite(stream[:, 4]) | (stream[:, 4] < 0)
     if bad.any():
         row = int(np.argmax(bad))
-        raise ValueError(f"{source}: row {row}: price = {stream[row, 4]!r}; allowed: finite >= 0")
+        raise ValueError(f"{source}: row {row}: price = {float(stream[row, 4])!r}; "
+                         "allowed: finite >= 0")
     return stream
 
 
