@@ -34,6 +34,16 @@ def test_bad_flags_exit_with_message(argv, match):
     assert match in proc.stderr
 
 
+def test_ridehailing_summary_reports_gmv_and_orr(tiny_ridehailing, tmp_path):
+    config, _ = config_from_args(["--env", tiny_ridehailing, "--method", "ps",
+                                  "--total-steps", "96", "--num-envs", "4", "--out", str(tmp_path)])
+    summary = run(config, quiet=True)
+    rows = list(csv.DictReader(open(tmp_path / summary["run_dir"].split("/")[-1] / "metrics.csv")))
+    assert summary["final_gmv"] == pytest.approx(float(rows[-1]["gmv"]))
+    assert 0 < summary["final_orr"] <= 1
+    assert summary["final_served"] > 0
+
+
 def test_run_writes_complete_run_folder_and_checkpoint_restores(tiny_lbf, tmp_path):
     config, _ = config_from_args(["--env", tiny_lbf, "--method", "dyps", "--num-groups", "2",
                                   "--total-steps", "200", "--num-envs", "4", "--log-every", "2",

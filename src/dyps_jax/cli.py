@@ -152,6 +152,10 @@ def run(config: TrainConfig, quiet: bool = False, console: Console | None = None
 
     returns = np.array([r["episode_return"] for r in rows])
     tail = max(1, len(returns) // 10)
+    # The scenario's own metrics (GMV, ORR, infections, ...), as episode totals.
+    _, first_step = jax.eval_shape(config.env.build().reset, jax.random.key(0))
+    scenario = {f"final_{name}": float(np.mean([r[name] for r in rows[-tail:]]))
+                for name in first_step.metrics}
     summary = {
         "env": config.env.name,
         "method": config.method,
@@ -161,6 +165,7 @@ def run(config: TrainConfig, quiet: bool = False, console: Console | None = None
         "final_return": float(returns[-tail:].mean()),
         "first_return": float(returns[:tail].mean()),
         "best_return": float(returns.max()),
+        **scenario,
         "compile_seconds": round(compile_s, 2),
         "train_seconds": round(train_s, 2),
         "env_steps_per_second": round(total_iters * steps_per_iter / max(train_s, 1e-9), 1),
