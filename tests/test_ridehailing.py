@@ -248,7 +248,7 @@ def test_replay_tables_reproduce_the_stream():
 # ================================================================= the simulator on a small city
 
 SMALL = RideHailing(rows=4, cols=4, city="", horizon=16, max_duration=3, drivers_per_cell=7,
-                    max_candidates=6, max_new_orders=4, city_seed=3)
+                    max_candidates=8, city_seed=3)
 N, K, T = SMALL.num_cells, SMALL.max_candidates, SMALL.horizon
 DRIVERS = N * SMALL.drivers_per_cell
 
@@ -339,20 +339,22 @@ def check_transition(s, actions, ts, s2, env=SMALL):
     assert int(s2.t) == int(s.t) + 1
     assert bool(ts.done) == (int(s2.t) == env.horizon)
     assert float(s2.served_total) == float(s.served_total) + served.sum()
-    # Orders: the unserved orders born last step wait once more (first, in order); served ones and
-    # older ones are gone; then this step's new orders; valid slots are packed to the front.
+    # Orders: the table is [waiting (K/2) | born now (K/2)]; the unserved orders born last step
+    # (second half) move, in place, to the first half; served and older ones are gone; the new
+    # orders fill the second half from its start.
     o2 = s2.orders
+    half = k // 2
     for c in range(n):
-        keep = orders.valid[c] & ~served[c] & (orders.age[c] == 0)
-        m = int(keep.sum())
-        nv = int(o2.valid[c].sum())
-        assert o2.valid[c, :nv].all() and not o2.valid[c, nv:].any()
-        assert nv >= m
-        np.testing.assert_array_equal(o2.age[c, :m], 1)
-        np.testing.assert_array_equal(o2.age[c, m:nv], 0)
-        np.testing.assert_array_equal(o2.price[c, :m], orders.price[c][keep])
-        np.testing.assert_array_equal(o2.destination[c, :m], orders.destination[c][keep])
-        np.testing.assert_array_equal(o2.duration[c, :m], orders.duration[c][keep])
+        keep = orders.valid[c, half:] & ~served[c, half:]
+        np.testing.assert_array_equal(o2.valid[c, :half], keep)
+        np.testing.assert_array_equal(o2.age[c, :half], 1)
+        np.testing.assert_array_equal(o2.age[c, half:], 0)
+        np.testing.assert_array_equal(o2.price[c, :half][keep], orders.price[c, half:][keep])
+        np.testing.assert_array_equal(o2.destination[c, :half][keep],
+                                      orders.destination[c, half:][keep])
+        np.testing.assert_array_equal(o2.duration[c, :half][keep], orders.duration[c, half:][keep])
+        nv = int(o2.valid[c, half:].sum())
+        assert o2.valid[c, half:half + nv].all() and not o2.valid[c, half + nv:].any()
     durations = o2.duration[o2.valid]
     assert np.all((durations >= 1) & (durations <= lmax))
     check_mask(ts, s2, env)
@@ -471,7 +473,7 @@ def tiny(tmp_path_factory):
     path.write_text("t,origin,destination,duration,price\n"
                     + "".join(",".join(f"{v:g}" for v in row) + "\n" for row in TRIPS))
     env = RideHailing(rows=3, cols=3, city="", demand="replay", trips_path=str(path), horizon=6,
-                      max_duration=3, drivers_per_cell=3, max_candidates=4)
+                      max_duration=3, drivers_per_cell=3, max_candidates=6)
     return env, jax.jit(env.reset), jax.jit(env.step)
 
 
@@ -482,7 +484,7 @@ def drive(tiny, plan):
     state, ts = reset(key)
     states, steps = [jax.tree.map(np.asarray, state)], [jax.tree.map(np.asarray, ts)]
     for t in range(env.horizon):
-        actions = np.zeros((9, 4), np.int32)
+        actions = np.zeros((9, 6), np.int32)
         for cell, draws in plan.get(t, {}).items():
             actions[cell, :len(draws)] = draws
         new_state, ts = step(key, state, actions)
@@ -517,10 +519,11 @@ def test_unserved_order_waits_one_step_then_expires(tiny):
 def test_served_drivers_reappear_at_the_destination_after_the_duration(tiny):
     env = tiny[0]
     states, steps = drive(tiny, {
-        0: {0: [1, 3, 3, 1]},  # 3 idle: A and C (C drawn twice, A again by the surplus draw)
-        1: {0: [1, 2]},  # 1 idle: B only; the draw of D is past the idle drivers
-        2: {0: [1, 1]},  # 0 idle: D is not served
-        3: {8: [0, 1]},  # "stay" then F
+        # Slots: 1..3 wait from last step (in place), 4..6 are born now.
+        0: {0: [4, 6, 6, 4]},  # 3 idle: A and C (C drawn twice, A again by the surplus draw)
+        1: {0: [2, 4]},  # 1 idle: B only (waiting in slot 2); the draw of D is past the idle drivers
+        2: {0: [1, 1]},  # 0 idle: D (now waiting in slot 1) is not served
+        3: {8: [0, 4]},  # "stay" then F
     })
     r = lambda i: steps[i].reward / env.reward_scale
     assert r(1)[0] == pytest.approx(18.0) and r(2)[0] == pytest.approx(5.0)
@@ -543,7 +546,7 @@ def test_served_drivers_reappear_at_the_destination_after_the_duration(tiny):
     for s in states:
         assert s.idle.sum() + s.arriving.sum() == 27
     # Masks: no draw is active in a cell without idle drivers.
-    assert not steps[2].action_mask[0, 5:].any() and steps[2].action_mask[0, 5:].shape == (4,)
+    assert not steps[2].action_mask[0, 7:].any() and steps[2].action_mask[0, 7:].shape == (6,)
     assert steps[-1].done and not steps[-2].done
     assert float(steps[-1].metrics["orr"]) == pytest.approx(4 / 6)
     assert sum(float(ts.metrics["gmv"]) for ts in steps) == pytest.approx(10 + 8 + 5 + 9)

@@ -36,7 +36,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from dyps_jax.envs.hexgrid import HexGrid
-from dyps_jax.envs.orders import MAX_DURATION, OrderBatch, sample_prices, slot_mask
+from dyps_jax.envs.orders import (
+    MAX_DURATION,
+    OrderBatch,
+    poisson_counts,
+    sample_prices,
+    slot_mask,
+)
 
 MORNING_PEAK_HOUR, MORNING_PEAK_WIDTH = 8.0, 1.25
 EVENING_PEAK_HOUR, EVENING_PEAK_WIDTH = 18.0, 1.75
@@ -219,7 +225,7 @@ class GravityDemand:
         """Orders born at step `t` (int32 scalar, may be traced); arrays [N, max_new] and [N]."""
         k_count, k_dest, k_price = jax.random.split(key, 3)
         n, k = self.num_cells, self.max_new
-        generated = jax.random.poisson(k_count, jnp.asarray(self.rates)[t]).astype(jnp.int32)
+        generated = poisson_counts(k_count, jnp.asarray(self.rates)[t], float(self.rates.max()))
         count = jnp.minimum(generated, k)
         table = self.destinations
         u = jax.random.uniform(k_dest, (n, k))

@@ -6,10 +6,13 @@ SCENARIOS.md ("Ride-hailing") has the rules; in short, one step is ten minutes o
   `arriving[k, g]` drivers that become idle there k+1 steps from now;
 * orders come from a demand model (`orders.py`: Poisson from a lambda table, a replayed stream, or
   `gravity.py`); an order can be served in the step it is born or the next one, then expires;
-* each cell sees at most K = `max_candidates` orders (older ones first, then in arrival order) and
-  makes one draw per idle driver (at most K draws) over K + 1 slots, slot 0 = "stay"; a real order
-  can be drawn once (ALGORITHMS.md §5, the pointer head); a driver serving an order of duration d at
-  t is idle at its destination at t + d; drivers never move otherwise;
+* each cell sees at most K = `max_candidates` orders in two fixed halves: slots 1..K/2 hold the
+  orders born last step that are still waiting, slots K/2+1..K the orders born now, each half in
+  arrival order (so slot order is arrival order, and no step sorts anything); orders beyond K/2 in
+  one step and cell are lost (they still count as generated);
+* a cell makes one draw per idle driver (at most K draws) over K + 1 slots, slot 0 = "stay"; a real
+  order can be drawn once (ALGORITHMS.md §5, the pointer head); a driver serving an order of
+  duration d at t is idle at its destination at t + d; drivers never move otherwise;
 * reward of a cell: `reward_scale` x the price of the orders it served; metrics per step: `gmv`
   (raw price units), `served`, and at the last step `orr` = served / generated over the day, so the
   episode sums are the paper's GMV and ORR.
@@ -35,7 +38,14 @@ from flax import struct
 
 from dyps_jax.envs.core import TimeStep, check_positive, register
 from dyps_jax.envs.hexgrid import HexGrid
-from dyps_jax.envs.orders import OrderBatch, PaperDemand, ReplayDemand, paper_rates, slot_mask
+from dyps_jax.envs.orders import (
+    OrderBatch,
+    PaperDemand,
+    ReplayDemand,
+    fit_slots,
+    paper_rates,
+    slot_mask,
+)
 
 CITIES = ("rh1_36", "rh2_100")
 DEMANDS = ("poisson", "replay", "gravity")
@@ -58,10 +68,11 @@ def paper_city(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 @struct.dataclass
 class Orders:
-    """The candidate table of every cell: K slots, valid ones first, oldest first.
+    """The candidate table of every cell: K slots, [waiting from last step | born now], each half in
+    arrival order.
 
-    Attributes: price f32[N, K]; destination, duration, age int32[N, K] (age 1 = born last step);
-    valid bool[N, K].
+    Attributes: price f32[N, K]; destination, duration, age int32[N, K] (age 1 = born last step,
+    the first K/2 slots); valid bool[N, K].
     """
 
     price: jax.Array
@@ -107,7 +118,6 @@ class RideHailing:
     horizon: int = 144
     drivers_per_cell: int = 10
     max_candidates: int = 50
-    max_new_orders: int = 32
     reward_scale: float = 0.02
     gravity_mean_rate: float = 5.0
     gravity_correlation_length: float = 2.0
@@ -118,13 +128,15 @@ class RideHailing:
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols", "city_seed", "base_low", "base_high", "max_duration",
-                     "horizon", "drivers_per_cell", "max_candidates", "max_new_orders"):
+                     "horizon", "drivers_per_cell", "max_candidates"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ValueError(f"env.{name}: must be an integer, got {value!r}")
         check_positive("env", rows=self.rows, cols=self.cols, horizon=self.horizon,
-                       max_candidates=self.max_candidates, max_new_orders=self.max_new_orders,
-                       max_duration=self.max_duration)
+                       max_candidates=self.max_candidates, max_duration=self.max_duration)
+        if self.max_candidates % 2:
+            raise ValueError(f"env.max_candidates: must be even (two steps of K/2 orders), "
+                             f"got {self.max_candidates}")
         if self.drivers_per_cell < 0:
             raise ValueError(f"env.drivers_per_cell: must be >= 0, got {self.drivers_per_cell}")
         if self.demand not in DEMANDS:
@@ -169,6 +181,11 @@ class RideHailing:
         return self.max_candidates
 
     @property
+    def new_slots(self) -> int:
+        """Orders a cell can receive in one step: K/2."""
+        return self.max_candidates // 2
+
+    @property
     def cell_features(self) -> int:
         return 7 + self.max_duration
 
@@ -192,12 +209,12 @@ class RideHailing:
     # ------------------------------------------------------------------ dynamics
 
     def reset(self, key: jax.Array) -> tuple[RideState, TimeStep]:
-        n, k = self.num_cells, self.max_candidates
+        n, half = self.num_cells, self.new_slots
         batch = self.demand_model.sample(key, jnp.zeros((), jnp.int32))
         empty = Orders(
-            price=jnp.zeros((n, k)), destination=jnp.zeros((n, k), jnp.int32),
-            duration=jnp.ones((n, k), jnp.int32), age=jnp.zeros((n, k), jnp.int32),
-            valid=jnp.zeros((n, k), bool),
+            price=jnp.zeros((n, half)), destination=jnp.zeros((n, half), jnp.int32),
+            duration=jnp.ones((n, half), jnp.int32), age=jnp.ones((n, half), jnp.int32),
+            valid=jnp.zeros((n, half), bool),
         )
         state = RideState(
             t=jnp.zeros((), jnp.int32),
@@ -227,10 +244,12 @@ class RideHailing:
         t = state.t + 1
         idle = state.idle - dispatched + arriving[0]
         arriving = jnp.concatenate([arriving[1:], jnp.zeros((1, n), jnp.int32)])
-        # Orders born this step wait one more step; older ones expire.
-        waiting = Orders(price=orders.price, destination=orders.destination,
-                         duration=orders.duration, age=orders.age + 1,
-                         valid=orders.valid & ~served & (orders.age == 0))
+        # Orders born this step wait one more step in the first half; older ones expire.
+        half = self.new_slots
+        born_now = lambda x: x[:, half:]  # noqa: E731
+        waiting = Orders(price=born_now(orders.price), destination=born_now(orders.destination),
+                         duration=born_now(orders.duration), age=born_now(orders.age) + 1,
+                         valid=born_now(orders.valid & ~served))
         done = t >= self.horizon
         batch = self.demand_model.sample(key, jnp.minimum(t, self.horizon - 1))
         generated = state.generated_total + jnp.where(done, 0, batch.generated.sum())
@@ -249,25 +268,23 @@ class RideHailing:
 
     def served_slots(self, state: RideState, actions: jax.Array) -> jax.Array:
         """bool[N, K]: the orders the draws `actions: int32[N, K]` serve (masks enforced here)."""
-        k = self.max_candidates
+        n = self.num_cells
         active = jnp.arange(self.num_draws) < state.idle[:, None]  # [N, D]
-        drawn = (actions[..., None] == jnp.arange(1, k + 1)) & active[..., None]  # [N, D, K]
-        return drawn.any(axis=1) & state.orders.valid
+        # Inactive draws and out-of-range slots land in slot 0 (stay), which serves nothing.
+        slot = jnp.where(active & (actions > 0) & (actions <= self.max_candidates), actions, 0)
+        drawn = jnp.zeros((n, self.num_actions), bool).at[jnp.arange(n)[:, None], slot].set(True)
+        return drawn[:, 1:] & state.orders.valid
 
     def _merge(self, waiting: Orders, batch: OrderBatch) -> Orders:
-        """Waiting orders first, then the new ones, valid slots packed to the front (stable)."""
-        k = self.max_candidates
-        new_valid = slot_mask(batch.count, batch.price.shape[-1])
+        """The table [waiting (K/2) | born now (K/2)]; no sorting, slot order = arrival order."""
+        batch = fit_slots(batch, self.new_slots)
         cat = lambda a, b: jnp.concatenate([a, b], axis=-1)  # noqa: E731
-        valid = cat(waiting.valid, new_valid)
-        order = jnp.argsort(~valid, axis=-1, stable=True)[:, :k]
-        take = lambda x: jnp.take_along_axis(x, order, axis=-1)  # noqa: E731
         return Orders(
-            price=take(cat(waiting.price, batch.price)),
-            destination=take(cat(waiting.destination, batch.destination)),
-            duration=take(cat(waiting.duration, batch.duration)),
-            age=take(cat(waiting.age, jnp.zeros_like(batch.duration))),
-            valid=take(valid),
+            price=cat(waiting.price, batch.price),
+            destination=cat(waiting.destination, batch.destination),
+            duration=cat(waiting.duration, batch.duration),
+            age=cat(waiting.age, jnp.zeros_like(batch.duration)),
+            valid=cat(waiting.valid, slot_mask(batch.count, self.new_slots)),
         )
 
     # ------------------------------------------------------------------ observations
@@ -336,7 +353,7 @@ def _demand_model(env: RideHailing):
             grid=grid, horizon=env.horizon, max_duration=env.max_duration, seed=env.city_seed,
             mean_rate=env.gravity_mean_rate, correlation_length=env.gravity_correlation_length,
             peak_strength=env.gravity_peak_strength, decay=env.gravity_decay,
-            max_new=env.max_new_orders,
+            max_new=env.new_slots,
         )
     if env.demand == "replay":
         if env.trips_path:
@@ -350,4 +367,4 @@ def _demand_model(env: RideHailing):
         rates = paper_city(env.city)[1]
     else:
         rates = paper_rates(grid, env.base_low, env.base_high, env.horizon, env.city_seed)
-    return PaperDemand(grid, rates, env.max_duration, env.max_new_orders)
+    return PaperDemand(grid, rates, env.max_duration, env.new_slots)
