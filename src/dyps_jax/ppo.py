@@ -33,6 +33,29 @@ def head_size(action_kind: str, num_actions: int) -> int:
     return sizes[action_kind]
 
 
+def descending_order(priority: jax.Array, valid: jax.Array) -> jax.Array:
+    """The valid slots by descending priority (ties: lower slot first), then the sentinel K.
+
+    Args:
+      priority: f32[..., K]; valid: bool[..., K].
+
+    Returns:
+      int32[..., K]: entry j is the slot of rank j, or K past the number of valid slots. Ranks come
+      from K x K pairwise comparisons and one scatter: XLA's CPU sort of many short rows is several
+      times slower for K = 50.
+    """
+    chex.assert_equal_shape([priority, valid])
+    k = priority.shape[-1]
+    p, v = priority.reshape(-1, k), valid.reshape(-1, k)
+    slots = jnp.arange(k)
+    p_i, p_j = p[:, :, None], p[:, None, :]
+    ahead = (p_j > p_i) | ((p_j == p_i) & (slots[None, :] < slots[:, None]))  # j before i
+    rank = (ahead & v[:, None, :]).sum(-1)
+    rows = jnp.arange(p.shape[0])[:, None]
+    order = jnp.full((p.shape[0], k + 1), k, jnp.int32).at[rows, jnp.where(v, rank, k)].set(slots)
+    return order[:, :k].reshape(priority.shape)
+
+
 class PointerDraws:
     """Sequential draws of a pointer head (ALGORITHMS.md §5): slot 0 = stay, slots 1..K = orders.
 
@@ -64,8 +87,11 @@ class PointerDraws:
         stay_logit, order_logits = self.logits[..., 0], self.logits[..., 1:]
         valid = self.slot_mask[..., 1:]
         gumbel = jax.random.gumbel(k_order, order_logits.shape)
-        ranked = jnp.argsort(jnp.where(valid, -(order_logits + gumbel), jnp.inf), axis=-1)
-        ranked_logits = jnp.take_along_axis(order_logits, ranked, axis=-1)
+        num_orders = order_logits.shape[-1]
+        order = descending_order(order_logits + gumbel, valid)
+        ranked = jnp.minimum(order, num_orders - 1)
+        ranked_logits = jnp.where(order < num_orders,
+                                  jnp.take_along_axis(order_logits, ranked, axis=-1), _MASKED_LOGIT)
         # log R_j for j = 0..K: the order mass from rank j on (masked slots rank last, weigh ~0).
         log_rest = jax.lax.cumlogsumexp(ranked_logits, axis=ranked_logits.ndim - 1, reverse=True)
         log_rest = jnp.concatenate([log_rest, jnp.full_like(log_rest[..., :1], _MASKED_LOGIT)], -1)
@@ -97,8 +123,11 @@ class PointerDraws:
         drawn_logit = jnp.take_along_axis(self.logits, actions, axis=-1)
         later = jax.lax.cumlogsumexp(jnp.where(picked, drawn_logit, _MASKED_LOGIT),
                                      axis=actions.ndim - 1, reverse=True)
-        ever = ((actions[..., None] == jnp.arange(num_slots)) & picked[..., None]).any(-2)
-        never = self.slot_mask & ~ever
+        flat = actions.reshape(-1, actions.shape[-1])
+        rows = jnp.arange(flat.shape[0])[:, None]
+        slot = jnp.where(picked.reshape(flat.shape), flat, 0)  # stays and inactive draws -> 0
+        ever = jnp.zeros((flat.shape[0], num_slots), bool).at[rows, slot].set(True)
+        never = self.slot_mask & ~ever.reshape(self.slot_mask.shape)
         never = never.at[..., 0].set(False)
         log_never = jax.nn.logsumexp(jnp.where(never, self.logits, _MASKED_LOGIT), axis=-1)
         stay_or_never = jnp.logaddexp(self.logits[..., 0], log_never)

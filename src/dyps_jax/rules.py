@@ -23,6 +23,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from dyps_jax.ppo import descending_order
+
 Policy = Callable[[jax.Array, Any, Any], jax.Array]
 
 # Added to last day's new confirmed cases so that CBGs without cases still get a few doses and the
@@ -74,20 +76,10 @@ def _medical_cases(env) -> Policy:
 
 
 def _dispatch_in_order(priority: jax.Array, valid: jax.Array) -> jax.Array:
-    """Draws serving valid orders by descending `priority: f32[N, K]` (ties: lower slot first).
-
-    Returns int32[N, K], the slots in serving order (0 = stay once the orders run out). Ranks come
-    from K x K pairwise comparisons and one scatter, not a sort: XLA's CPU sort of many short rows
-    is several times slower for K = 50.
-    """
-    n, k = priority.shape
-    slots = jnp.arange(k)
-    p_i, p_j = priority[:, :, None], priority[:, None, :]
-    ahead = (p_j > p_i) | ((p_j == p_i) & (slots[None, :] < slots[:, None]))  # j served before i
-    rank = (ahead & valid[:, None, :]).sum(-1)  # [N, K]
-    draws = jnp.zeros((n, k + 1), jnp.int32)  # column k collects the invalid slots
-    draws = draws.at[jnp.arange(n)[:, None], jnp.where(valid, rank, k)].set(slots + 1)
-    return draws[:, :k]
+    """Draws serving valid orders by descending `priority: f32[N, K]` (ties: lower slot first):
+    int32[N, K], the slots in serving order, then 0 (stay) once the orders run out."""
+    order = descending_order(priority, valid)
+    return jnp.where(order < priority.shape[-1], order + 1, 0).astype(jnp.int32)
 
 
 def _ride_greedy(env) -> Policy:
