@@ -178,3 +178,14 @@ def test_unknown_kind_is_refused_and_known_ones_build(kind):
         action_distribution("beta", jnp.zeros((2,)), jnp.ones((2,), bool))
     head = jnp.zeros((3, 4))
     action_distribution(kind, head, jnp.ones((3, 6 if kind == "pointer" else 4), bool))
+
+
+def test_log_prob_is_exact_for_widely_spread_logits():
+    """Suffix sums shift by the row maximum: spreads up to the logit bound must stay exact."""
+    logits = np.array([0.0, 39.0, -39.0, 5.0, -20.0], np.float32)
+    slot_mask = np.ones(5, bool)
+    draw_mask = np.ones(4, bool)
+    actions = [1, 3, 0, 2]  # the big order first, then the small ones
+    want = sequential_log_prob(logits.astype(np.float64), slot_mask, draw_mask, actions)
+    got = PointerDraws(jnp.asarray(logits), jnp.asarray(slot_mask), jnp.asarray(draw_mask))
+    np.testing.assert_allclose(got.log_prob(jnp.asarray(actions)), want, rtol=1e-5, atol=1e-4)
