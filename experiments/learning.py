@@ -90,6 +90,8 @@ def main() -> None:
     parser.add_argument("--total-steps", type=int, default=300_000)
     parser.add_argument("--num-envs", type=int, default=16)
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--name", default="",
+                        help="results file stem (default learning_<env>)")
     args = parser.parse_args()
     names = args.metrics.split(",")
 
@@ -117,7 +119,7 @@ def main() -> None:
         print(rows[-1], flush=True)
 
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"learning_{args.env}"
+    stem = RESULTS / (args.name or f"learning_{args.env}")
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
     writer.writeheader()
@@ -131,7 +133,8 @@ def main() -> None:
         f"# Learning on {args.env}",
         "",
         f"Command: `python experiments/learning.py --env {args.env}{metric_flag} --total-steps "
-        f"{args.total_steps} --num-envs {args.num_envs} --seeds {args.seeds}`  ",
+        f"{args.total_steps} --num-envs {args.num_envs} --seeds {args.seeds}"
+        + (f" --name {args.name}" if args.name else "") + "`  ",
         f"Date {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, device {jax.devices()[0].device_kind}"
         f", jax {jax.__version__}, git {rev}. Metrics are episode totals: episode_return = sum of "
         "all agents' rewards (LBF: 1.0 = all food collected; RWARE: deliveries); gmv = price of "
