@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -99,24 +98,12 @@ def scaling_child(size: int, repeats: int) -> None:
     gen_s = time.perf_counter() - t0
     fn, keys, compile_s = episode_runner(env, 1)
     episode_s = common.time_calls(fn, keys, repeats=repeats)
-    rss_mb = peak_rss_mb()
+    rss_mb = common.peak_rss_mb()
     mem = fn.memory_analysis()
     temp_mb = getattr(mem, "temp_size_in_bytes", float("nan")) / 2**20 if mem else float("nan")
     print(json.dumps({"size": size, "edges": int(env.city.edge_cbg.size), "gen_s": gen_s,
                       "compile_s": compile_s, "episode_s": episode_s, "peak_rss_mb": rss_mb,
                       "xla_temp_mb": temp_mb}))
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MB: VmHWM (reset by exec, unlike ru_maxrss, which
-    Linux carries over from the parent across exec)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def main() -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import statistics
 import subprocess
 import sys
@@ -134,12 +133,12 @@ def step_breakdown(name: str, batch: int, repeats: int) -> list[tuple[str, float
     parts = {
         "Greedy rule + env.step (the whole step)":
             (lambda k, s: env.step(k, s, policy(k, None, s)), (keys, states)),
-        "Greedy rule alone (argsort of the K prices of every cell)":
+        "Greedy rule alone (pairwise ranks of the K prices of every cell)":
             (lambda k, s: policy(k, None, s), (keys, states)),
         "env.served_slots (draws -> served orders)": (env.served_slots, (states, actions)),
-        "Poisson order sampling (demand_model.sample)":
+        "order sampling (demand_model.sample, inverse-CDF Poisson)":
             (lambda k: env.demand_model.sample(k, t), (keys,)),
-        "sampling + merge into the candidate table (stable argsort of 2 x K slots per cell)":
+        "sampling + merge into the candidate table ([waiting | new] halves, no sort)":
             (lambda k, s: env._merge(s.orders, env.demand_model.sample(k, t)), (keys, states)),
         "observations (env._observe)": (env._observe, (states,)),
     }
@@ -338,17 +337,6 @@ def time_days(city, repeats: int) -> tuple[float, float]:
 # ----------------------------------------------------------------------------- scaling child
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MB (VmHWM, reset by exec)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def temp_mb(compiled) -> float:
     mem = compiled.memory_analysis()
     return getattr(mem, "temp_size_in_bytes", float("nan")) / 2**20 if mem else float("nan")
@@ -373,7 +361,7 @@ def scaling_child(side: int, repeats: int) -> None:
     print(json.dumps({"side": side, "cells": env.num_cells, "gen_s": gen_s,
                       "step_compile_s": step_compile_s, "step_s": step_s,
                       "day_compile_s": day_compile_s, "day_s": day_s, "gmv": gmv,
-                      "peak_rss_mb": peak_rss_mb(), "step_temp_mb": temp_mb(step),
+                      "peak_rss_mb": common.peak_rss_mb(), "step_temp_mb": temp_mb(step),
                       "day_temp_mb": temp_mb(day)}))
 
 

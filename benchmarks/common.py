@@ -13,6 +13,7 @@ import argparse
 import datetime
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -26,6 +27,21 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
+
+
+# ----------------------------------------------------------------------------- memory
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MB: VmHWM (reset by exec, unlike ru_maxrss, which
+    Linux carries over from the parent across exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 # ----------------------------------------------------------------------------- results header

@@ -39,9 +39,9 @@ from dyps_jax.envs.hexgrid import HexGrid
 from dyps_jax.envs.orders import (
     MAX_DURATION,
     OrderBatch,
+    pack_orders,
     poisson_counts,
     sample_prices,
-    slot_mask,
 )
 
 MORNING_PEAK_HOUR, MORNING_PEAK_WIDTH = 8.0, 1.25
@@ -234,11 +234,4 @@ class GravityDemand:
         destination = jnp.take_along_axis(jnp.asarray(table.cells), column, axis=1)
         duration = jnp.take_along_axis(jnp.asarray(table.distance), column, axis=1)
         price = sample_prices(k_price, duration)
-        valid = slot_mask(count, k)
-        return OrderBatch(
-            price=jnp.where(valid, price, 0.0),
-            destination=jnp.where(valid, destination, 0),
-            duration=jnp.where(valid, duration, 1),
-            count=count,
-            generated=generated,
-        )
+        return pack_orders(price, destination, duration, count, generated)

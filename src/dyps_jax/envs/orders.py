@@ -82,6 +82,19 @@ def slot_mask(count: jax.Array, slots: int) -> jax.Array:
     return jnp.arange(slots) < count[..., None]
 
 
+def pack_orders(price: jax.Array, destination: jax.Array, duration: jax.Array, count: jax.Array,
+                generated: jax.Array) -> OrderBatch:
+    """An OrderBatch whose slots `>= count` are empty (price 0, destination 0, duration 1)."""
+    valid = slot_mask(count, price.shape[-1])
+    return OrderBatch(
+        price=jnp.where(valid, price, 0.0),
+        destination=jnp.where(valid, destination, 0),
+        duration=jnp.where(valid, duration, 1),
+        count=count,
+        generated=generated,
+    )
+
+
 def poisson_counts(key: jax.Array, rate: jax.Array, max_rate: float) -> jax.Array:
     """int32 Poisson(rate) draws by inverting the CDF over 0..M with one uniform each.
 
@@ -160,14 +173,7 @@ class PaperDemand:
         pick = jnp.floor(jax.random.uniform(k_dest, (n, k)) * reachable).astype(jnp.int32)
         # A 1-cell grid has no ring 1: the order stays in its cell (pad value = the cell itself).
         destination = jnp.take_along_axis(cells, jnp.minimum(pick, cells.shape[1] - 1), axis=1)
-        valid = slot_mask(count, k)
-        return OrderBatch(
-            price=jnp.where(valid, price, 0.0),
-            destination=jnp.where(valid, destination, 0),
-            duration=jnp.where(valid, duration, 1),
-            count=count,
-            generated=generated,
-        )
+        return pack_orders(price, destination, duration, count, generated)
 
 
 def validate_stream(stream: np.ndarray, num_cells: int, horizon: int, max_duration: int,

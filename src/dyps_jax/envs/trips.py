@@ -11,13 +11,14 @@ in file order (their arrival order). `load_trips_csv` turns it into an order str
 from __future__ import annotations
 
 import csv
+import io
 import os
-import tempfile
 from pathlib import Path
 
 import jax
 import numpy as np
 
+from dyps_jax.checkpoint import write_atomic
 from dyps_jax.envs.orders import STREAM_COLUMNS, validate_stream
 
 
@@ -89,22 +90,12 @@ def write_trips_csv(path: str | os.PathLike, stream: np.ndarray) -> None:
     if stream.ndim != 2 or stream.shape[1] != len(STREAM_COLUMNS):
         raise ValueError(f"{path}: expected rows of {len(STREAM_COLUMNS)} columns "
                          f"{STREAM_COLUMNS}, got shape {stream.shape}")
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp creates 0600; trip tables are meant to be shared
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(STREAM_COLUMNS)
-            for t, origin, destination, duration, price in stream:
-                writer.writerow([int(t), int(origin), int(destination), int(duration),
-                                 repr(float(price))])
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    text = io.StringIO(newline="")
+    writer = csv.writer(text)
+    writer.writerow(STREAM_COLUMNS)
+    for t, origin, destination, duration, price in stream:
+        writer.writerow([int(t), int(origin), int(destination), int(duration), repr(float(price))])
+    write_atomic(path, text.getvalue())
 
 
 def sample_day(demand, key: jax.Array) -> np.ndarray:
