@@ -165,8 +165,10 @@ class PaperDemand:
         lam = jnp.asarray(self.rates)[t]
         generated = poisson_counts(k_count, lam, float(self.rates.max()))
         count = jnp.minimum(generated, k)
-        log_p = jnp.log(jnp.asarray(duration_probs(self.max_duration), jnp.float32))
-        duration = jax.random.categorical(k_dur, log_p, shape=(n, k)).astype(jnp.int32) + 1
+        # Inverse CDF: one uniform per order (a categorical draw spends one Gumbel per duration).
+        cdf = jnp.asarray(np.cumsum(duration_probs(self.max_duration))[:-1], jnp.float32)
+        u = jax.random.uniform(k_dur, (n, k, 1))
+        duration = 1 + (u > cdf).sum(-1).astype(jnp.int32)
         price = sample_prices(k_price, duration)
         cells, within = (jnp.asarray(a) for a in self._rings)
         reachable = jnp.take_along_axis(within, duration - 1, axis=1)  # [N, K]
