@@ -20,7 +20,7 @@ SCENARIOS.md ("Ride-hailing") has the rules; in short, one step is ten minutes o
 Actions: int32[N, K], the slot of each draw (0 = stay); draws past `min(idle, K)` are ignored, as
 are slots that hold no order and repeated slots, so no order is served twice and no cell dispatches
 more drivers than it has. Action mask: bool[N, (K + 1) + K] = [slot holds an order (slot 0 always),
-draw d is active]. Observation of a cell: `CELL_FEATURES` numbers, then `SLOT_FEATURES` numbers for
+draw d is active]. Observation of a cell: `cell_features` (7 + l_max) numbers, then `SLOT_FEATURES` for
 each of the K + 1 slots (see `_observe`).
 """
 
