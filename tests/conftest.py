@@ -16,11 +16,17 @@ batch_size = 16
 """
 
 
+def _write_preset(directory, text: str) -> str:
+    """Writes a scenario TOML named after its `name` key; returns its path."""
+    name = text.split('name = "', 1)[1].split('"', 1)[0]
+    path = directory / f"{name}.toml"
+    path.write_text(text)
+    return str(path)
+
+
 @pytest.fixture
 def tiny_lbf(tmp_path):
-    path = tmp_path / "lbf-tiny.toml"
-    path.write_text(TINY_LBF)
-    return str(path)
+    return _write_preset(tmp_path, TINY_LBF)
 
 TINY_RIDEHAILING = """
 name = "ridehailing-tiny"
@@ -42,9 +48,7 @@ batch_size = 16
 
 @pytest.fixture
 def tiny_ridehailing(tmp_path):
-    path = tmp_path / "ridehailing-tiny.toml"
-    path.write_text(TINY_RIDEHAILING)
-    return str(path)
+    return _write_preset(tmp_path, TINY_RIDEHAILING)
 
 
 # CI runs the same examples every time: a property test fails on the code, not on the draw.

@@ -53,9 +53,10 @@ def evaluate_rule(env_name_or_path: str, policy: str, seed: int = 0, episodes: i
     """Runs the rule `policy` (and, for medical, the no-vaccine counterfactual on the same keys).
 
     Ride-hailing returns gmv, orr and served (means over episodes of day totals) with their
-    standard deviations. Medical returns a dict with infections, prevented_infections, prevented_fraction, infected_fraction,
-    doses_used, confirmed, deaths (means over episodes of episode totals), plus env, policy, seed,
-    episodes and stochastic. Raises ValueError naming a bad env, policy or parameter.
+    standard deviations. Medical returns infections, prevented_infections, prevented_fraction,
+    infected_fraction, doses_used, confirmed, deaths (means over episodes of episode totals).
+    Both add env, policy, seed and episodes (and demand or stochastic). Raises ValueError naming a
+    bad env, policy or parameter.
     """
     if not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes: must be a positive integer, got {episodes!r}")
