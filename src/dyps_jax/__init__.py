@@ -8,7 +8,7 @@
 from dyps_jax import envs
 from dyps_jax.config import METHODS, TrainConfig, make_config
 
-_LAZY = ("TrainState", "make_train", "make_train_fns")
+_LAZY = ("TrainState", "group_probabilities", "make_train", "make_train_fns")
 
 
 def __getattr__(name: str):
@@ -21,6 +21,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'dyps_jax' has no attribute {name!r}")
 
 
-__all__ = ["METHODS", "TrainConfig", "TrainState", "envs", "make_config", "make_train",
-           "make_train_fns"]
+__all__ = ["METHODS", "TrainConfig", "TrainState", "envs", "group_probabilities", "make_config",
+           "make_train", "make_train_fns"]
 __version__ = "0.1.0"

@@ -16,6 +16,8 @@ from typing import Any
 from dyps_jax import envs
 
 METHODS = ("dyps", "nops", "ps", "ps-id")
+SELECTOR_SIGNALS = ("group-advantage", "team-return")
+GROUP_EMBEDDINGS = ("unit", "mean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +62,11 @@ class SharingConfig:
     cvae_latent: int = 16
     cvae_beta: float = 0.1  # KL weight of the CVAE; 1 collapses the posterior (roles/cvae.py)
     aux_samples: int = 4096  # (state, action, group) triples per CVAE step
+    # How the selector learns and what eq. 13 multiplies (docs/grouping.md); the paper's reading is
+    # selector_signal="team-return", group_embedding="mean".
+    selector_signal: str = "group-advantage"
+    group_balance_coef: float = 0.1  # weight of the entropy of group usage (group-advantage only)
+    group_embedding: str = "unit"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,6 +224,12 @@ def validate(config: TrainConfig) -> None:
         cvae_beta=sharing.cvae_beta,
         aux_samples=sharing.aux_samples,
     )
+    for name, value, allowed in (
+        ("selector_signal", sharing.selector_signal, SELECTOR_SIGNALS),
+        ("group_embedding", sharing.group_embedding, GROUP_EMBEDDINGS),
+    ):
+        if value not in allowed:
+            raise ValueError(f"{name}: unknown {value!r}; allowed: {', '.join(allowed)}")
     for name, value in (("gamma", ppo.gamma), ("gae_lambda", ppo.gae_lambda)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name}: must be in [0, 1], got {value}")
@@ -224,6 +237,7 @@ def validate(config: TrainConfig) -> None:
         ("ent_coef", ppo.ent_coef),
         ("vf_coef", ppo.vf_coef),
         ("selector_ent_coef", sharing.selector_ent_coef),
+        ("group_balance_coef", sharing.group_balance_coef),
     ):
         if value < 0 or not math.isfinite(value):
             raise ValueError(f"{name}: must be a finite number >= 0, got {value}")

@@ -5,9 +5,14 @@ assignment probabilities are its softmax over m (eq. 13). With a one-hot identit
 `I_a[n] W_id` is row n of `W_id`, so the one-hot vector is never built: that keeps the selector
 cheap with thousands of agents.
 
-The decision is a one-step MDP per episode whose reward is the sum of all agents' episode returns.
-A critic V(s_g) on the mean agent embedding is the baseline; rewards are standardised by running
-statistics so the step size does not depend on the scenario's reward units (ALGORITHMS.md §4).
+Two training signals (`SharingConfig.selector_signal`, docs/grouping.md):
+
+* `team-return`, the paper's: the decision is a one-step MDP per episode whose reward is the sum of
+  all agents' episode returns, trained by REINFORCE with a critic V(s_g) on the mean agent embedding as
+  baseline; rewards are standardised by running statistics.
+* `group-advantage`, ours: for every agent n and every group m, the estimated advantage of agent n
+  acting with group m's policy instead of its own during the last episode (`group_advantages`), and the
+  selector ascends the expected value sum_m a_g[m, n] A[n, m] exactly, over all groups at once.
 """
 
 from __future__ import annotations
@@ -107,5 +112,74 @@ def selector_loss(
     actor = -(log_prob * advantage).mean()
     critic = 0.5 * jnp.square(value - target).mean()
     loss = actor + critic - ent_coef * entropy.mean()
-    return loss, {"selector_loss": actor, "selector_value_loss": critic,
-                  "selector_entropy": entropy.mean()}
+    return loss, {"selector_loss": actor, "selector_value_loss": critic}
+
+
+def group_advantages(
+    group_log_prob: jax.Array,
+    log_prob: jax.Array,
+    advantages: jax.Array,
+    valid: jax.Array,
+    max_ratio: float = 2.0,
+) -> jax.Array:
+    """Per agent and group, the estimated gain of acting with group m's policy over the episode.
+
+    A[e, n, m] = sum_t v_t (min(rho_t, max_ratio) - 1) adv_t / sum_t v_t, with
+    rho_t = pi_m(a_t | o_t) / pi_g(a_t | o_t) where g is the group agent n acted with: the first-order
+    estimate of the change of agent n's return if it followed pi_m (the surrogate of Kakade & Langford
+    2002 and TRPO, Schulman et al. 2015, eq. 14), with the importance ratio truncated as in V-trace
+    (Espeholt et al. 2018). It is 0 for the agent's own group.
+
+    Args:
+      group_log_prob: f32[T, E, N, M], log pi_m of each taken action under every group's policy.
+      log_prob: f32[T, E, N], log-probability of the action under the policy that took it.
+      advantages: f32[T, E, N], the agent's advantage estimates (e.g. GAE), standardised.
+      valid: f32[T, E, N], 1 while the episode runs.
+
+    Returns:
+      f32[E, N, M].
+    """
+    chex.assert_rank(group_log_prob, 4)
+    chex.assert_equal_shape([log_prob, advantages, valid])
+    ratio = jnp.exp(jnp.minimum(group_log_prob - log_prob[..., None], jnp.log(max_ratio)))
+    gain = ((ratio - 1.0) * (advantages * valid)[..., None]).sum(axis=0)
+    return gain / jnp.maximum(valid.sum(axis=0), 1.0)[..., None]
+
+
+def group_advantage_loss(
+    model: GroupSelector,
+    params,
+    embeddings: jax.Array,
+    group_embeddings: jax.Array,
+    gains: jax.Array,
+    ent_coef: float,
+    balance_coef: float,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The selector's loss for the `group-advantage` signal.
+
+    Every group's value for every agent is estimated (`group_advantages`), so the gradient of the
+    expected value is exact rather than a sampled score function (the all-action policy gradient of
+    Mean Actor-Critic, Allen et al. 2017):
+    loss = -mean_{e,n} sum_m a_g[e, n, m] gains[e, n, m] - ent_coef * mean H(a_g[e, n])
+           - balance_coef * H(mean_{e,n} a_g[e, n]).
+
+    The last term keeps every group in use (the importance loss of mixtures of experts, Shazeer et
+    al. 2017; the marginal entropy of information-maximising clustering, Krause et al. 2010): a group
+    nobody joins keeps its untrained policy, which `group_advantages` rates below any trained one,
+    so without it two roles can share a group for good while another stays empty.
+
+    Args:
+      embeddings: f32[E, N, H]; group_embeddings: f32[M, Z] (held constant).
+      gains: f32[E, N, M], from `group_advantages`.
+    """
+    logits, _ = model.apply(
+        params, jax.lax.stop_gradient(embeddings), jax.lax.stop_gradient(group_embeddings)
+    )
+    chex.assert_equal_shape([logits, gains])
+    probs = jax.nn.softmax(logits, axis=-1)
+    value = (probs * jax.lax.stop_gradient(gains)).sum(-1).mean()
+    entropy = distrax.Categorical(logits=logits).entropy().mean()
+    usage = probs.reshape(-1, probs.shape[-1]).mean(axis=0)
+    balance = -(usage * jnp.log(usage + 1e-8)).sum()
+    loss = -value - ent_coef * entropy - balance_coef * balance
+    return loss, {"selector_loss": -value, "group_usage_entropy": balance}

@@ -88,6 +88,26 @@ def init_stacked(module: nn.Module, key: jax.Array, num_sets: int, example: jax.
     return jax.vmap(lambda k: module.init(k, example))(keys)
 
 
+def apply_all_groups(apply_fn: Callable[..., Any], params: Any, x: jax.Array) -> Any:
+    """Every group's network on every agent: leaves `[G, B, N, *out]` for `x: f32[B, N, D]`.
+
+    DyPS needs all of them anyway (each agent's action is scored under every group's policy to
+    value a change of group), and for small G this is also how agents reach their own group.
+    """
+    chex.assert_rank(x, 3)
+    return jax.vmap(apply_fn, in_axes=(0, None))(params, x)
+
+
+def select_group(out: Any, groups: jax.Array) -> Any:
+    """Each agent's row of `apply_all_groups`'s output: leaves `[G, B, N, ...]` -> `[B, N, ...]`."""
+
+    def select(y: jax.Array) -> jax.Array:
+        index = groups.reshape((1,) + groups.shape + (1,) * (y.ndim - 3))
+        return jnp.take_along_axis(y, index, axis=0)[0]
+
+    return jax.tree.map(select, out)
+
+
 def grouped_apply(
     apply_fn: Callable[..., Any],
     params: Any,
@@ -113,13 +133,7 @@ def grouped_apply(
     if per_agent:
         out = jax.vmap(apply_fn, in_axes=(0, 1))(params, x)  # leaves [N, B, ...]
         return jax.tree.map(lambda y: jnp.swapaxes(y, 0, 1), out)
-    out = jax.vmap(apply_fn, in_axes=(0, None))(params, x)  # leaves [G, B, N, ...]
-
-    def select(y: jax.Array) -> jax.Array:
-        index = groups.reshape((1,) + groups.shape + (1,) * (y.ndim - 3))
-        return jnp.take_along_axis(y, index, axis=0)[0]
-
-    return jax.tree.map(select, out)
+    return select_group(apply_all_groups(apply_fn, params, x), groups)
 
 
 def segment_mean(

@@ -16,20 +16,30 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import distrax
 import jax
 import jax.numpy as jnp
 import optax
 from flax import struct
 
-from dyps_jax import sharing
+from dyps_jax import group_metrics, sharing
 from dyps_jax.config import TrainConfig
-from dyps_jax.grouping import GroupSelector, RunningStats, sample_groups, selector_loss
+from dyps_jax.grouping import (
+    GroupSelector,
+    RunningStats,
+    group_advantage_loss,
+    group_advantages,
+    sample_groups,
+    selector_loss,
+)
 from dyps_jax.nets import (
     ActorCritic,
     PointerActorCritic,
+    apply_all_groups,
     grouped_apply,
     init_stacked,
     segment_mean,
+    select_group,
 )
 from dyps_jax.ppo import action_distribution, gae, head_size, normalize_per_group, ppo_terms
 from dyps_jax.roles.cvae import CVAE, cvae_elbo, group_embeddings, init_cvae
@@ -53,6 +63,7 @@ class RoleState:
     selector: Learner
     return_stats: RunningStats
     agent_embedding: jax.Array  # f32[E, N, H], h_a from each environment's previous episode
+    previous_choice: jax.Array  # int32[E, N], most likely groups of the last iteration (-1: none)
 
 
 @struct.dataclass
@@ -76,6 +87,7 @@ class Transition(NamedTuple):
     done: jax.Array
     valid: jax.Array
     metrics: dict[str, jax.Array]
+    group_log_prob: jax.Array | None  # DyPS: f32[E, N, M], log pi_m(action) under every group
 
 
 class TrainFns(NamedTuple):
@@ -89,6 +101,57 @@ class TrainFns(NamedTuple):
     iterate: Callable[[TrainState, int], tuple[TrainState, dict[str, jax.Array]]]
 
 
+class RoleModels(NamedTuple):
+    """DyPS's networks for a config: the VLSTM (agent roles), the CVAE (group roles), the selector."""
+
+    vlstm: VLSTM
+    cvae: CVAE
+    selector: GroupSelector
+    group_embedding: Callable[[Any], jax.Array]  # CVAE params -> f32[M, Z], what eq. 13 multiplies
+
+
+def role_models(config: TrainConfig, env) -> RoleModels:
+    share = config.sharing
+    cvae_net = CVAE(config.num_param_sets, env.num_actions, latent=share.cvae_latent,
+                    action_kind=env.action_kind)
+
+    def embed(cvae_params) -> jax.Array:
+        z = group_embeddings(cvae_net, cvae_params)
+        if share.group_embedding == "unit":
+            # The direction of z_g names the group; its length only says how far the KL term has
+            # pulled it towards the prior, which must not decide how sharp the assignment is.
+            z = z / (jnp.linalg.norm(z, axis=-1, keepdims=True) + 1e-8)
+        return z
+
+    return RoleModels(
+        vlstm=VLSTM(target_dim=env.obs_dim + 1, hidden=share.vlstm_hidden, latent=share.vlstm_latent),
+        cvae=cvae_net,
+        selector=GroupSelector(env.num_agents),
+        group_embedding=embed,
+    )
+
+
+def _selector_logits(models: RoleModels, roles: RoleState) -> jax.Array:
+    logits, _ = models.selector.apply(
+        roles.selector.params, roles.agent_embedding, models.group_embedding(roles.cvae.params)
+    )
+    return logits
+
+
+def group_probabilities(config: TrainConfig, state: TrainState) -> jax.Array:
+    """The assignment probabilities a_g of eq. 13 for a train state: f32[E, N, M].
+
+    Row [e, n] is the distribution over groups that agent n of environment e draws its group from
+    in the next iteration. For the fixed-assignment methods it is the one-hot of their assignment
+    (M = 1 for PS and PS-id, M = N for NoPS).
+    """
+    env = config.env.build()
+    if config.method != "dyps":
+        groups = sharing.fixed_assignment(config.method, config.num_envs, env.num_agents)
+        return jax.nn.one_hot(groups, config.num_param_sets)
+    return jax.nn.softmax(_selector_logits(role_models(config, env), state.roles), axis=-1)
+
+
 def make_train_fns(config: TrainConfig) -> TrainFns:
     env = config.env.build()
     method = config.method
@@ -97,6 +160,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
     per_agent = sharing.is_per_agent(method)
     ppo, share = config.ppo, config.sharing
     dyps = method == "dyps"
+    agent_types = getattr(env, "agent_types", None)
 
     kind = env.action_kind
     if kind == "pointer":
@@ -109,9 +173,9 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
     feat_dim = sharing.feature_dim(method, env.obs_dim, n_agents)
     # VLSTM input (s_t, a_t, r_{t+1}) and target e_{t+1} = (s_{t+1}, r_{t+1}); a_t one-hot when
     # categorical, the slots drawn (multi-hot) for the pointer head, the real vector when Gaussian.
-    vlstm_net = VLSTM(target_dim=env.obs_dim + 1, hidden=share.vlstm_hidden, latent=share.vlstm_latent)
+    models = role_models(config, env)
+    vlstm_net, cvae_net, selector_net = models.vlstm, models.cvae, models.selector
     vlstm_input_dim = env.obs_dim + env.num_actions + 1
-    cvae_net = CVAE(n_sets, env.num_actions, latent=share.cvae_latent, action_kind=kind)
 
     def encode_action(action: jax.Array) -> jax.Array:
         if kind == "categorical":
@@ -123,7 +187,6 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
     def env_action(action: jax.Array) -> jax.Array:
         # Environments with one real number per agent (medical) take f32[N], not f32[N, 1].
         return action[..., 0] if kind == "gaussian" and env.num_actions == 1 else action
-    selector_net = GroupSelector(n_agents)
     role_tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(share.role_lr))
     selector_tx = optax.adam(share.selector_lr)
 
@@ -145,6 +208,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
                 selector=Learner(sel_params, selector_tx.init(sel_params)),
                 return_stats=RunningStats.create(),
                 agent_embedding=embedding,
+                previous_choice=jnp.full((n_envs, n_agents), -1, jnp.int32),
             )
         zero = jnp.zeros((), jnp.int32)
         return TrainState(policy, roles, key, zero, zero)
@@ -158,11 +222,22 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             env_state, ts, ended = carry
             k_act, k_env = jax.random.split(key)
             feats = sharing.policy_features(method, ts.obs)
-            head, value = grouped_apply(policy_net.apply, params, feats, groups, per_agent)
+            if dyps:
+                every_group = apply_all_groups(policy_net.apply, params, feats)
+                head, value = select_group(every_group, groups)
+            else:
+                head, value = grouped_apply(policy_net.apply, params, feats, groups, per_agent)
             dist = action_distribution(kind, head, ts.action_mask)
             action = dist.sample(seed=k_act)
             if kind == "categorical":
                 action = action.astype(jnp.int32)
+            group_log_prob = None
+            if dyps:
+                stacked = lambda x: jnp.broadcast_to(x, (n_sets,) + x.shape)  # noqa: E731
+                log_probs = action_distribution(
+                    kind, every_group[0], stacked(ts.action_mask)
+                ).log_prob(stacked(action))
+                group_log_prob = jnp.moveaxis(log_probs, 0, -1)
             env_state, next_ts = jax.vmap(env.step)(
                 jax.random.split(k_env, n_envs), env_state, env_action(action)
             )
@@ -177,6 +252,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
                 done=next_ts.done,
                 valid=jnp.broadcast_to(alive[:, None], (n_envs, n_agents)),
                 metrics=jax.tree.map(lambda m: m * alive, next_ts.metrics),
+                group_log_prob=group_log_prob,
             )
             return (env_state, next_ts, ended | next_ts.done), transition
 
@@ -184,12 +260,8 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         (_, final_ts, _), traj = jax.lax.scan(step, carry, jax.random.split(k_steps, horizon))
         return traj, final_ts.obs
 
-    def ppo_update(key: jax.Array, policy: Learner, traj: Transition, groups: jax.Array):
-        # Every episode ends within max_steps (the environments' time limit), so nothing to bootstrap.
-        advantages, returns = gae(
-            traj.reward, traj.value, traj.done[..., None], jnp.zeros_like(traj.value[0]),
-            ppo.gamma, ppo.gae_lambda,
-        )
+    def ppo_update(key: jax.Array, policy: Learner, traj: Transition, groups: jax.Array,
+                   advantages: jax.Array, returns: jax.Array):
         flat = lambda x: x.reshape((horizon * n_envs,) + x.shape[2:])  # noqa: E731
         groups_b = flat(jnp.broadcast_to(groups, (horizon,) + groups.shape))
         valid = flat(traj.valid)
@@ -225,17 +297,32 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         policy, info = jax.lax.scan(epoch, policy, jax.random.split(key, ppo.update_epochs))
         return policy, jax.tree.map(jnp.mean, info)
 
-    def role_update(key: jax.Array, roles: RoleState, traj: Transition, final_obs: jax.Array,
-                    groups: jax.Array, team_return: jax.Array):
-        k_vlstm, k_cvae, k_idx = jax.random.split(key, 3)
-        z_groups = group_embeddings(cvae_net, roles.cvae.params)
-
+    def selector_update(roles: RoleState, traj: Transition, groups: jax.Array,
+                        team_return: jax.Array, advantages: jax.Array):
+        z_groups = models.group_embedding(roles.cvae.params)
         stats = roles.return_stats.update(team_return)
-        sel_grads, sel_info = jax.grad(selector_loss, argnums=1, has_aux=True)(
-            selector_net, roles.selector.params, roles.agent_embedding, z_groups, groups,
-            stats.standardise(team_return), share.selector_ent_coef,
-        )
-        selector = _apply(selector_tx, roles.selector, sel_grads)
+        if share.selector_signal == "team-return":
+            grads, info = jax.grad(selector_loss, argnums=1, has_aux=True)(
+                selector_net, roles.selector.params, roles.agent_embedding, z_groups, groups,
+                stats.standardise(team_return), share.selector_ent_coef,
+            )
+        else:
+            valid = traj.valid
+            mean = (advantages * valid).sum() / jnp.maximum(valid.sum(), 1.0)
+            std = jnp.sqrt((jnp.square(advantages - mean) * valid).sum() / jnp.maximum(valid.sum(), 1.0))
+            gains = group_advantages(traj.group_log_prob, traj.log_prob,
+                                     (advantages - mean) / (std + 1e-8), valid)
+            grads, info = jax.grad(group_advantage_loss, argnums=1, has_aux=True)(
+                selector_net, roles.selector.params, roles.agent_embedding, z_groups, gains,
+                share.selector_ent_coef, share.group_balance_coef,
+            )
+        return _apply(selector_tx, roles.selector, grads), stats, info
+
+    def role_update(key: jax.Array, roles: RoleState, traj: Transition, final_obs: jax.Array,
+                    groups: jax.Array, team_return: jax.Array, advantages: jax.Array,
+                    choice: jax.Array):
+        k_vlstm, k_cvae, k_idx = jax.random.split(key, 3)
+        selector, stats, sel_info = selector_update(roles, traj, groups, team_return, advantages)
 
         batch = horizon * n_envs * n_agents
         to_batch = lambda x: x.reshape((horizon, n_envs * n_agents) + x.shape[3:])  # noqa: E731
@@ -267,21 +354,42 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         new_roles = RoleState(
             vlstm=vlstm, cvae=cvae, selector=selector, return_stats=stats,
             agent_embedding=jax.lax.stop_gradient(embedding.reshape(n_envs, n_agents, -1)),
+            previous_choice=choice,
         )
         return new_roles, {"vlstm_loss": vlstm_loss, "cvae_loss": cvae_loss, **sel_info}
+
+    def grouping_metrics(logits: jax.Array, previous: jax.Array) -> tuple[jax.Array, dict]:
+        """What the selector's assignment looks like this iteration (docs/grouping.md)."""
+        choice = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        changed = jnp.where(previous >= 0, choice != previous, False)
+        sizes = jax.nn.one_hot(choice, n_sets).sum(axis=1).mean(axis=0)  # [M]
+        out = {
+            "selector_entropy": distrax.Categorical(logits=logits).entropy().mean(),
+            "selector_top_prob": jax.nn.softmax(logits, axis=-1).max(-1).mean(),
+            "group_changes": changed.mean(),
+            **{f"group_size_{m}": sizes[m] for m in range(n_sets)},
+        }
+        if agent_types is not None:
+            num_types = int(agent_types.max()) + 1
+            types = jnp.asarray(agent_types)
+            out["type_ari"] = group_metrics.adjusted_rand_index(
+                choice, types, n_sets, num_types).mean()
+            out["type_purity"] = group_metrics.purity(choice, types, n_sets, num_types).mean()
+        return choice, out
 
     def iteration(state: TrainState, _) -> tuple[TrainState, dict[str, jax.Array]]:
         key, k_assign, k_roll, k_ppo, k_roles = jax.random.split(state.key, 5)
         if dyps:
-            logits, _ = selector_net.apply(
-                state.roles.selector.params,
-                state.roles.agent_embedding,
-                group_embeddings(cvae_net, state.roles.cvae.params),
-            )
+            logits = _selector_logits(models, state.roles)
             groups = sample_groups(k_assign, logits)
         else:
             groups = sharing.fixed_assignment(method, n_envs, n_agents)
         traj, final_obs = rollout(k_roll, state.policy.params, groups)
+        # Every episode ends within max_steps (the environments' time limit), so nothing to bootstrap.
+        advantages, returns = gae(
+            traj.reward, traj.value, traj.done[..., None], jnp.zeros_like(traj.value[0]),
+            ppo.gamma, ppo.gae_lambda,
+        )
         team_return = traj.reward.sum(axis=(0, 2))  # [E]
         metrics = {
             "episode_return": team_return.mean(),
@@ -290,10 +398,11 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         }
         roles = state.roles
         if dyps:
-            roles, role_info = role_update(k_roles, roles, traj, final_obs, groups, team_return)
-            counts = jax.nn.one_hot(groups, n_sets).sum(axis=(0, 1))
-            metrics.update(role_info, groups_used=(counts > 0).sum().astype(jnp.float32))
-        policy, ppo_info = ppo_update(k_ppo, state.policy, traj, groups)
+            choice, group_info = grouping_metrics(logits, roles.previous_choice)
+            roles, role_info = role_update(k_roles, roles, traj, final_obs, groups, team_return,
+                                           advantages, choice)
+            metrics.update(role_info, **group_info)
+        policy, ppo_info = ppo_update(k_ppo, state.policy, traj, groups, advantages, returns)
         metrics.update(ppo_info)
         new_state = TrainState(
             policy=policy, roles=roles, key=key, iteration=state.iteration + 1,

@@ -1,6 +1,6 @@
 """Pure-JAX environments of the paper's four scenarios and the scenario registry."""
 
-from dyps_jax.envs import lbf, medical, ridehailing, rware  # noqa: F401  (registers the environment kinds)
+from dyps_jax.envs import lbf, medical, ridehailing, rolegame, rware  # noqa: F401  (registers the environment kinds)
 from dyps_jax.envs.core import (
     Environment,
     TimeStep,

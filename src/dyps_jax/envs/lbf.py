@@ -155,6 +155,15 @@ class LevelBasedForaging:
     def global_state_dim(self) -> int:
         return 2 * self.num_agents + 3 * self.num_food + 1
 
+    @property
+    def agent_types(self) -> np.ndarray | None:
+        """int32[N]: each agent's fixed hidden level minus the lowest level (`i mod levels`), or None
+        when levels are drawn per episode (no fixed types)."""
+        if not self.fixed_levels:
+            return None
+        span = self.max_player_level - self.min_player_level + 1
+        return (np.arange(self.num_agents) % span).astype(np.int32)
+
     # ------------------------------------------------------------------ reset
 
     def reset(self, key: jax.Array) -> tuple[LBFState, TimeStep]:
@@ -166,8 +175,7 @@ class LevelBasedForaging:
         cells = jax.lax.top_k(jax.random.uniform(k_agents, (size * size,)), n)[1]
         agent_pos = jnp.stack([cells // size, cells % size], axis=-1).astype(jnp.int32)
         if self.fixed_levels:
-            span = self.max_player_level - self.min_player_level + 1
-            levels = jnp.asarray(self.min_player_level + np.arange(n) % span, jnp.int32)
+            levels = jnp.asarray(self.min_player_level + self.agent_types, jnp.int32)
         else:
             levels = jax.random.randint(
                 k_levels, (n,), self.min_player_level, self.max_player_level + 1, jnp.int32

@@ -167,6 +167,11 @@ class ColouredWarehouse:
         return int(self._shelf_home.size)
 
     @property
+    def agent_types(self) -> np.ndarray:
+        """int32[N]: the robot colours, the agents' hidden types."""
+        return self.agent_colour
+
+    @property
     def obs_dim(self) -> int:
         return 8 + (2 * self.sensor_range + 1) ** 2 * (self.num_colours + 2)
 
