@@ -72,8 +72,8 @@ def test_parameters_change_and_groups_are_sampled(tiny_lbf):
         before = jax.tree.leaves(getattr(state0.roles, model).params)
         after = jax.tree.leaves(getattr(state1.roles, model).params)
         assert any(not np.allclose(a, b) for a, b in zip(before, after)), model
-    # with near-uniform initial logits, 16 agent slots land in more than one of 3 groups
-    assert float(metrics["groups_used"][0]) > 1
+    # random initial selector weights spread 16 agent slots over more than one of 3 groups
+    assert sum(float(metrics[f"group_size_{m}"][0]) > 0 for m in range(3)) > 1
     assert not np.allclose(state1.roles.agent_embedding, 0.0)
 
 
