@@ -17,6 +17,7 @@ import argparse
 import json
 import subprocess
 import time
+import tomllib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,11 +37,12 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                                    "selector_signal": "group-advantage", "group_balance_coef": 0.0}),
     "+ unit z_g": ("dyps", {"selector_lr": 1e-2, "group_balance_coef": 0.0}),
     "+ group balance (default)": ("dyps", {"selector_lr": 1e-2}),
+    "default, VLSTM decoder sees a_t": ("dyps", {"vlstm_decoder": "action"}),
     "ps": ("ps", {}),
     "ps-id": ("ps-id", {}),
     "nops": ("nops", {}),
 }
-GROUPING = ("selector_entropy", "group_changes", "type_ari", "type_purity")
+GROUPING = ("selector_entropy", "group_changes", "type_ari", "type_purity", "role_separation")
 
 
 def run_variant(env: str, method: str, overrides: dict, args: argparse.Namespace) -> dict:
@@ -77,6 +79,8 @@ def main() -> None:
     parser.add_argument("--num-groups", type=int, default=0, help="DyPS groups (0: the default)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0, help="first seed of the vmapped batch")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every DyPS variant (repeatable)")
     parser.add_argument("--name", default="", help="results file stem (default grouping_<env>)")
     args = parser.parse_args()
     chosen = args.variants.split(",")
@@ -84,10 +88,15 @@ def main() -> None:
     if unknown:
         parser.error(f"--variants: unknown {unknown}; allowed: {', '.join(VARIANTS)}")
 
+    common = {}
+    for pair in args.set:
+        key, _, value = pair.partition("=")
+        common[key] = tomllib.loads(f"v = {value}")["v"] if value[:1].isdigit() else value
     rows = {}
     for name in chosen:
         method, overrides = VARIANTS[name]
-        rows[name] = run_variant(args.env, method, overrides, args)
+        rows[name] = run_variant(args.env, method, {**overrides, **common} if method == "dyps"
+                                 else overrides, args)
         print(name, json.dumps(rows[name]), flush=True)
 
     RESULTS.mkdir(exist_ok=True)
@@ -99,6 +108,7 @@ def main() -> None:
                + (f" --num-groups {args.num_groups}" if args.num_groups else "")
                + (f" --seed {args.seed}" if args.seed else "")
                + (f" --variants '{args.variants}'" if args.variants != ",".join(VARIANTS) else "")
+               + "".join(f" --set {pair}" for pair in args.set)
                + (f" --name {args.name}" if args.name else ""))
     meta = {"command": command, "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
             "device": jax.devices()[0].device_kind, "jax": jax.__version__, "git": rev}
@@ -116,10 +126,12 @@ def main() -> None:
         f"Date {meta['date']}, device {meta['device']}, jax {meta['jax']}, git {rev}. Final = mean "
         f"over the last 10 % of iterations, ± std over {args.seeds} seeds. ARI and purity compare "
         "each agent's most likely group with its true type; changes = share of agents whose most "
-        "likely group changed since the previous iteration.",
+        "likely group changed since the previous iteration; role separation = between-type over "
+        "within-type variance of the agent embeddings h_a (0: h_a says nothing about the type).",
         "",
-        "| variant | return | selector entropy | changes | type ARI | type purity | seconds |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| variant | return | selector entropy | changes | type ARI | type purity | role separation "
+        "| seconds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in rows.items():
         lines.append(f"| {name} | " + " | ".join(cell(row, k) for k in ("episode_return",) + GROUPING)

@@ -18,6 +18,8 @@ from dyps_jax import envs
 METHODS = ("dyps", "nops", "ps", "ps-id")
 SELECTOR_SIGNALS = ("group-advantage", "team-return")
 GROUP_EMBEDDINGS = ("unit", "mean")
+AGENT_EMBEDDINGS = ("final", "mean")
+VLSTM_DECODERS = ("paper", "action")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +69,8 @@ class SharingConfig:
     selector_signal: str = "group-advantage"
     group_balance_coef: float = 0.1  # weight of the entropy of group usage (group-advantage only)
     group_embedding: str = "unit"
+    agent_embedding: str = "final"  # h_a: "final" h_T (the paper) or "mean" of h_t over the episode
+    vlstm_decoder: str = "paper"  # what the VLSTM decoder sees besides (z_t, h_{t-1}): nothing or a_t
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,6 +231,8 @@ def validate(config: TrainConfig) -> None:
     for name, value, allowed in (
         ("selector_signal", sharing.selector_signal, SELECTOR_SIGNALS),
         ("group_embedding", sharing.group_embedding, GROUP_EMBEDDINGS),
+        ("agent_embedding", sharing.agent_embedding, AGENT_EMBEDDINGS),
+        ("vlstm_decoder", sharing.vlstm_decoder, VLSTM_DECODERS),
     ):
         if value not in allowed:
             raise ValueError(f"{name}: unknown {value!r}; allowed: {', '.join(allowed)}")

@@ -64,3 +64,24 @@ def purity(groups: jax.Array, types: jax.Array, num_groups: int, num_types: int)
     """
     table = contingency(groups, types, num_groups, num_types)
     return table.max(-1).sum(-1) / groups.shape[-1]
+
+
+def separation(embeddings: jax.Array, types: jax.Array, num_types: int) -> jax.Array:
+    """Fisher's ratio of the agents' role embeddings by true type: between-type over within-type
+    variance (summed over dimensions). 0 when the embeddings say nothing about the type; large when
+    agents of one type sit close together and apart from the others.
+
+    Args:
+      embeddings: f32[..., N, H]; types: int32[N].
+
+    Returns:
+      f32[...].
+    """
+    onehot = jax.nn.one_hot(types, num_types)  # [N, K]
+    counts = jnp.maximum(onehot.sum(0), 1.0)
+    centroids = jnp.einsum("nk,...nh->...kh", onehot, embeddings) / counts[:, None]
+    mean = embeddings.mean(axis=-2, keepdims=True)
+    own = jnp.einsum("nk,...kh->...nh", onehot, centroids)
+    between = jnp.square(own - mean).sum(axis=(-2, -1))
+    within = jnp.square(embeddings - own).sum(axis=(-2, -1))
+    return between / jnp.maximum(within, 1e-8)

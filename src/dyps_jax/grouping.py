@@ -183,3 +183,4 @@ def group_advantage_loss(
     balance = -(usage * jnp.log(usage + 1e-8)).sum()
     loss = -value - ent_coef * entropy - balance_coef * balance
     return loss, {"selector_loss": -value, "group_usage_entropy": balance}
+

@@ -176,6 +176,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
     models = role_models(config, env)
     vlstm_net, cvae_net, selector_net = models.vlstm, models.cvae, models.selector
     vlstm_input_dim = env.obs_dim + env.num_actions + 1
+    decoder_input_dim = env.num_actions if share.vlstm_decoder == "action" else 0
 
     def encode_action(action: jax.Array) -> jax.Array:
         if kind == "categorical":
@@ -196,7 +197,8 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         policy = Learner(params, jax.vmap(policy_tx.init)(params))
         roles = None
         if dyps:
-            vlstm_params = init_vlstm(vlstm_net, k_vlstm, env.obs_dim, vlstm_input_dim)
+            vlstm_params = init_vlstm(vlstm_net, k_vlstm, env.obs_dim, vlstm_input_dim,
+                                      decoder_input_dim)
             cvae_params = init_cvae(cvae_net, k_cvae, env.obs_dim)
             embedding = jnp.zeros((n_envs, n_agents, share.vlstm_hidden))
             sel_params = selector_net.init(
@@ -328,13 +330,14 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         to_batch = lambda x: x.reshape((horizon, n_envs * n_agents) + x.shape[3:])  # noqa: E731
         next_obs = jnp.concatenate([traj.obs[1:], final_obs[None]], axis=0)
         reward = traj.reward[..., None]
-        lstm_in = jnp.concatenate(
-            [traj.obs, encode_action(traj.action), reward], axis=-1
-        )
+        action = encode_action(traj.action)
+        lstm_in = jnp.concatenate([traj.obs, action, reward], axis=-1)
+        decoder_in = action if share.vlstm_decoder == "action" else None
         target = jnp.concatenate([next_obs, reward], axis=-1)
         (vlstm_loss, embedding), vlstm_grads = jax.value_and_grad(
             lambda p: vlstm_elbo(vlstm_net, p, k_vlstm, to_batch(traj.obs), to_batch(lstm_in),
-                                 to_batch(target), to_batch(traj.valid)),
+                                 to_batch(target), to_batch(traj.valid), share.agent_embedding,
+                                 None if decoder_in is None else to_batch(decoder_in)),
             has_aux=True,
         )(roles.vlstm.params)
         vlstm = _apply(role_tx, roles.vlstm, vlstm_grads)
@@ -358,7 +361,8 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         )
         return new_roles, {"vlstm_loss": vlstm_loss, "cvae_loss": cvae_loss, **sel_info}
 
-    def grouping_metrics(logits: jax.Array, previous: jax.Array) -> tuple[jax.Array, dict]:
+    def grouping_metrics(logits: jax.Array, previous: jax.Array,
+                         embedding: jax.Array) -> tuple[jax.Array, dict]:
         """What the selector's assignment looks like this iteration (docs/grouping.md)."""
         choice = jnp.argmax(logits, axis=-1).astype(jnp.int32)
         changed = jnp.where(previous >= 0, choice != previous, False)
@@ -375,6 +379,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             out["type_ari"] = group_metrics.adjusted_rand_index(
                 choice, types, n_sets, num_types).mean()
             out["type_purity"] = group_metrics.purity(choice, types, n_sets, num_types).mean()
+            out["role_separation"] = group_metrics.separation(embedding, types, num_types).mean()
         return choice, out
 
     def iteration(state: TrainState, _) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -398,7 +403,8 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         }
         roles = state.roles
         if dyps:
-            choice, group_info = grouping_metrics(logits, roles.previous_choice)
+            choice, group_info = grouping_metrics(logits, roles.previous_choice,
+                                                  roles.agent_embedding)
             roles, role_info = role_update(k_roles, roles, traj, final_obs, groups, team_return,
                                            advantages, choice)
             metrics.update(role_info, **group_info)
