@@ -37,7 +37,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                                    "selector_signal": "group-advantage", "group_balance_coef": 0.0}),
     "+ unit z_g": ("dyps", {"selector_lr": 1e-2, "group_balance_coef": 0.0}),
     "+ group balance (default)": ("dyps", {"selector_lr": 1e-2}),
-    "default, VLSTM decoder sees a_t": ("dyps", {"vlstm_decoder": "action"}),
+    "+ VLSTM decoder sees a_t": ("dyps", {"vlstm_decoder": "action"}),
     "ps": ("ps", {}),
     "ps-id": ("ps-id", {}),
     "nops": ("nops", {}),

@@ -95,3 +95,10 @@ def test_write_atomic_keeps_old_file_on_failure(tmp_path):
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
     assert target.stat().st_mode & 0o777 == 0o644
+
+
+def test_console_script_entry_point_resolves():
+    from importlib.metadata import entry_points
+
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "dyps-jax"]
+    assert callable(script.load())

@@ -72,3 +72,14 @@ def test_jit_matches_eager():
     eager = group_metrics.adjusted_rand_index(groups, types, 4, 3)
     jitted = jax.jit(group_metrics.adjusted_rand_index, static_argnums=(2, 3))(groups, types, 4, 3)
     np.testing.assert_allclose(eager, jitted, atol=1e-5)
+
+
+def test_separation_by_type():
+    types = jnp.array([0, 0, 0, 1, 1, 1])
+    noise = jax.random.normal(jax.random.key(0), (4, 6, 5))
+    apart = noise + 10.0 * types[:, None]
+    assert float(group_metrics.separation(apart, types, 2).min()) > 10.0
+    # 1-D values 0, 2 | 4, 6: centroids 1 and 5 around 3, between 4 * 2^2 = 16, within 4 * 1 = 4
+    values = jnp.array([0.0, 2.0, 4.0, 6.0])[:, None]
+    ratio = group_metrics.separation(values, jnp.array([0, 0, 1, 1]), 2)
+    assert float(ratio) == pytest.approx(4.0)

@@ -139,3 +139,28 @@ def test_running_stats_match_numpy():
     data = np.concatenate(chunks)
     np.testing.assert_allclose(stats.mean, data.mean(), rtol=1e-3)
     np.testing.assert_allclose(stats.var, data.var(), rtol=1e-2)
+
+
+def test_vlstm_mean_embedding_and_action_conditioned_decoder():
+    T, B, A = 5, 3, 2
+    states = jax.random.normal(jax.random.key(1), (T, B, 3))
+    inputs = jax.random.normal(jax.random.key(2), (T, B, 5))
+    targets = jax.random.normal(jax.random.key(3), (T, B, 4))
+    valid = jnp.ones((T, B)).at[2:, 0].set(0.0)
+    model = VLSTM(target_dim=4, hidden=8, latent=3)
+    params = init_vlstm(model, jax.random.key(0), 3, 5)
+    # the mean embedding of an agent whose episode lasted one step is its first hidden state
+    short = valid.at[1:, 0].set(0.0)
+    _, h_final = vlstm_elbo(model, params, jax.random.key(4), states, inputs, targets, short)
+    _, h_mean = vlstm_elbo(model, params, jax.random.key(4), states, inputs, targets, short, "mean")
+    np.testing.assert_allclose(h_mean[0], h_final[0], rtol=1e-5)
+    assert not np.allclose(h_mean[1], h_final[1])
+    # with u_t = a_t the decoder's likelihood depends on the actions; the recurrence does not
+    params_u = init_vlstm(model, jax.random.key(0), 3, 5, decoder_input_dim=A)
+    actions = jax.random.normal(jax.random.key(5), (T, B, A))
+    loss1, h1 = vlstm_elbo(model, params_u, jax.random.key(4), states, inputs, targets, valid,
+                           decoder_inputs=actions)
+    loss2, h2 = vlstm_elbo(model, params_u, jax.random.key(4), states, inputs, targets, valid,
+                           decoder_inputs=actions + 1.0)
+    assert float(loss1) != float(loss2)
+    np.testing.assert_allclose(h1, h2, rtol=1e-6)

@@ -39,7 +39,14 @@ _HELP = {
     "out": "folder for run folders",
     "batch_size": "PPO minibatch size in (env, step) transitions (Table 6)",
     "lr": "allocation actor/critic learning rate (Table 6)",
-    "selector_lr": "group-selection actor/critic learning rate (Table 6)",
+    "selector_lr": "group-selector learning rate (Table 6's 1e-5 is for --selector-signal "
+                   "team-return)",
+    "selector_signal": "DyPS selector training signal: group-advantage or team-return (the "
+                       "paper); docs/grouping.md",
+    "group_embedding": "z_g in eq. 13: unit (normalised CVAE means) or mean (the paper)",
+    "group_balance_coef": "weight of the entropy of group usage in the selector's loss",
+    "vlstm_decoder": "VLSTM decoder input besides (z_t, h_t-1): paper (nothing) or action (a_t)",
+    "agent_embedding": "h_a: final (h_T, the paper) or mean (of h_t over the episode)",
     "gamma": "discount (Table 6)",
     "clip_eps": "PPO clip (Table 6)",
     "gae_lambda": "GAE lambda (Table 6)",
