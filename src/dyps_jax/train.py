@@ -1,11 +1,14 @@
 """A whole training run as pure JAX: `make_train(config)` returns `train(key)`.
 
-One iteration (Algorithm 1 of the paper, vectorised over E environments; ALGORITHMS.md §1):
+One iteration (Algorithm 1 of the paper, vectorised over E environments):
 
 1. assignment: DyPS samples g[e, n] from eq. 13; the other methods use a fixed one (sharing.py);
-2. rollout: `lax.scan` over one episode of T steps, each agent acting with its group's parameters;
-3. DyPS only: group-selector actor-critic step, VLSTM ELBO step (eq. 12), CVAE ELBO step (eq. 4);
-4. per-group PPO: GAE, then epochs x minibatches of the clipped objective, per-group optimiser state.
+2. rollout: `lax.scan` over one episode of T steps, each agent acting with its group's parameters
+   (DyPS also records every taken action's log-probability under every group's policy);
+3. GAE advantages, shared by the selector and PPO;
+4. DyPS only: one group-selector step (group-advantage or team-return signal, docs/grouping.md),
+   VLSTM ELBO step (eq. 12), CVAE ELBO step (eq. 4), and the grouping diagnostics;
+5. per-group PPO: epochs x minibatches of the clipped objective, per-group optimiser state.
 
 The assignment is a traced int32 array, so nothing recompiles when groups change. `train` is
 `jax.jit`- and `jax.vmap`-able over keys. Run `python -m dyps_jax.train --help` for the command line.
