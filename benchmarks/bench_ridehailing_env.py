@@ -53,7 +53,7 @@ from dyps_jax.rules import RULES  # noqa: E402
 SCRIPT = "bench_ridehailing_env.py"
 DEFAULT_OUT = common.RESULTS / "ridehailing_env.md"
 SCENARIOS = {"ridehailing-1": "rh1_36", "ridehailing-2": "rh2_100"}
-# Greedy GMV of the paper's replayed days (the JAX environment's figures, SCENARIOS.md Table 7).
+# Greedy GMV of the paper's replayed days (the JAX environment's figures, the paper's Table 7).
 REPLAY_GMV = {"ridehailing-1": 220_775.79, "ridehailing-2": 539_449.2}
 
 

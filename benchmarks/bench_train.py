@@ -1,4 +1,4 @@
-"""Full-training throughput of every sharing method (DESIGN.md §6 (c)) against the bare environment.
+"""Full-training throughput of every sharing method against the bare environment.
 
 For each scenario (`--envs`, default lbf-1, lbf-2) and method (`--methods`, default dyps, nops, ps,
 ps-id), with the preset's hyper-parameters and `--num-envs` parallel environments (default 16):
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> str:
     device = jax.devices()[0]
     lines = [
         *common.header_lines(
-            "Full-training throughput (DESIGN.md §6 (c))",
+            "Full-training throughput",
             common.command_line("bench_train.py", argv),
             f"{device.device_kind} ({device.platform}), {common.host()}",
         ),

@@ -4,7 +4,7 @@
 command line calls it with its flags (`--total-steps` -> `total_steps=`). Precedence, lowest first:
 dataclass defaults, the preset's `[train]` table (the paper's Table 6 for that scenario), overrides.
 Every bad value raises `ValueError` naming the field, the value and what is allowed, before anything
-is compiled (DESIGN.md §7).
+is compiled.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class EnvSpec:
 
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
-    """Per-group PPO of the resource-allocation policies (paper §3.4, Table 6; ALGORITHMS.md §5)."""
+    """Per-group PPO of the resource-allocation policies (paper §3.4, Table 6)."""
 
     lr: float = 5e-4
     gamma: float = 0.99
@@ -52,7 +52,7 @@ class PPOConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SharingConfig:
-    """How agents share parameters (DESIGN.md §1) and DyPS's role models (paper §3.2-3.3)."""
+    """How agents share parameters (`sharing.py`) and DyPS's role models (paper §3.2-3.3)."""
 
     method: str = "dyps"
     num_groups: int = 4
@@ -99,7 +99,7 @@ class TrainConfig:
 
     @property
     def num_iterations(self) -> int:
-        """One iteration runs `num_envs` complete episodes (ALGORITHMS.md §1)."""
+        """One iteration runs `num_envs` complete episodes (Algorithm 1)."""
         return self.total_steps // (self.num_envs * self.episode_length)
 
     @property
