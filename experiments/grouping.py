@@ -28,15 +28,17 @@ import dyps_jax
 from dyps_jax.checkpoint import write_atomic
 
 RESULTS = Path(__file__).parent / "results"
-PAPER = {"selector_signal": "team-return", "group_embedding": "mean", "selector_lr": 1e-5}
+PAPER = {"selector_signal": "team-return", "group_embedding": "mean", "selector_lr": 1e-5,
+         "group_response_coef": 0.0}
 # Each row switches one thing on, in the order docs/grouping.md explains them.
 VARIANTS: dict[str, tuple[str, dict]] = {
     "paper": ("dyps", PAPER),
     "paper + selector lr 1e-2": ("dyps", {**PAPER, "selector_lr": 1e-2}),
     "+ group advantage": ("dyps", {**PAPER, "selector_lr": 1e-2,
                                    "selector_signal": "group-advantage", "group_balance_coef": 0.0}),
-    "+ unit z_g": ("dyps", {"selector_lr": 1e-2, "group_balance_coef": 0.0}),
-    "+ group balance (default)": ("dyps", {"selector_lr": 1e-2}),
+    "+ unit z_g": ("dyps", {"group_balance_coef": 0.0, "group_response_coef": 0.0}),
+    "+ group balance": ("dyps", {"group_response_coef": 0.0}),
+    "+ group response (default)": ("dyps", {}),
     "+ VLSTM decoder sees a_t": ("dyps", {"vlstm_decoder": "action"}),
     "ps": ("ps", {}),
     "ps-id": ("ps-id", {}),

@@ -45,6 +45,9 @@ _HELP = {
                        "paper); docs/grouping.md",
     "group_embedding": "z_g in eq. 13: unit (normalised CVAE means) or mean (the paper)",
     "group_balance_coef": "weight of the entropy of group usage in the selector's loss",
+    "group_response_coef": "weight of the group-response fit in the selector's objective; 0 "
+                           "drops the CVAE's response decoder (the paper)",
+    "response_steps": "time steps per episode sampled for the group-response model",
     "vlstm_decoder": "VLSTM decoder input besides (z_t, h_t-1): paper (nothing) or action (a_t)",
     "agent_embedding": "h_a: final (h_T, the paper) or mean (of h_t over the episode)",
     "gamma": "discount (Table 6)",

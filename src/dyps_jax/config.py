@@ -71,6 +71,10 @@ class SharingConfig:
     group_embedding: str = "unit"
     agent_embedding: str = "final"  # h_a: "final" h_T (the paper) or "mean" of h_t over the episode
     vlstm_decoder: str = "paper"  # what the VLSTM decoder sees besides (z_t, h_{t-1}): nothing or a_t
+    # Weight of the group-response fit in the selector's objective; 0 (the paper) drops the CVAE's
+    # response decoder altogether (roles/cvae.py, docs/grouping.md).
+    group_response_coef: float = 1.0
+    response_steps: int = 16  # time steps per episode sampled to score and train the response model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,6 +231,7 @@ def validate(config: TrainConfig) -> None:
         cvae_latent=sharing.cvae_latent,
         cvae_beta=sharing.cvae_beta,
         aux_samples=sharing.aux_samples,
+        response_steps=sharing.response_steps,
     )
     for name, value, allowed in (
         ("selector_signal", sharing.selector_signal, SELECTOR_SIGNALS),
@@ -244,6 +249,7 @@ def validate(config: TrainConfig) -> None:
         ("vf_coef", ppo.vf_coef),
         ("selector_ent_coef", sharing.selector_ent_coef),
         ("group_balance_coef", sharing.group_balance_coef),
+        ("group_response_coef", sharing.group_response_coef),
     ):
         if value < 0 or not math.isfinite(value):
             raise ValueError(f"{name}: must be a finite number >= 0, got {value}")

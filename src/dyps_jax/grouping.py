@@ -90,6 +90,7 @@ def selector_loss(
     groups: jax.Array,
     target: jax.Array,
     ent_coef: float,
+    fit: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Actor-critic loss of the one-step group-selection MDP.
 
@@ -98,9 +99,12 @@ def selector_loss(
         come from their own ELBOs).
       groups: int32[E, N], the sampled assignment.
       target: f32[E], the standardised team episode return r_g.
+      fit: f32[E, N, M] or None, a known value of every group for every agent (the group-response
+        fit), whose expectation under a_g is added to the objective exactly.
 
     Returns:
-      scalar loss -sum_n log a_g[g_n, n] (r_g - V) + (V - r_g)^2 / 2 - ent_coef * H, mean over envs.
+      scalar loss -sum_n log a_g[g_n, n] (r_g - V) + (V - r_g)^2 / 2 - ent_coef * H
+      - sum_n sum_m a_g[m, n] fit[n, m], mean over envs.
     """
     logits, value = model.apply(
         params, jax.lax.stop_gradient(embeddings), jax.lax.stop_gradient(group_embeddings)
@@ -112,6 +116,10 @@ def selector_loss(
     actor = -(log_prob * advantage).mean()
     critic = 0.5 * jnp.square(value - target).mean()
     loss = actor + critic - ent_coef * entropy.mean()
+    if fit is not None:
+        chex.assert_equal_shape([logits, fit])
+        probs = jax.nn.softmax(logits, axis=-1)
+        loss -= (probs * jax.lax.stop_gradient(fit)).sum(-1).sum(-1).mean()
     return loss, {"selector_loss": actor, "selector_value_loss": critic}
 
 

@@ -45,7 +45,14 @@ from dyps_jax.nets import (
     select_group,
 )
 from dyps_jax.ppo import action_distribution, gae, head_size, normalize_per_group, ppo_terms
-from dyps_jax.roles.cvae import CVAE, cvae_elbo, group_embeddings, init_cvae
+from dyps_jax.roles.cvae import (
+    CVAE,
+    cvae_elbo,
+    group_embeddings,
+    init_cvae,
+    response_log_likelihood,
+    response_nll,
+)
 from dyps_jax.roles.vlstm import VLSTM, init_vlstm, vlstm_elbo
 
 
@@ -116,7 +123,8 @@ class RoleModels(NamedTuple):
 def role_models(config: TrainConfig, env) -> RoleModels:
     share = config.sharing
     cvae_net = CVAE(config.num_param_sets, env.num_actions, latent=share.cvae_latent,
-                    action_kind=env.action_kind)
+                    action_kind=env.action_kind,
+                    response_dim=env.obs_dim + 1 if share.group_response_coef > 0 else 0)
 
     def embed(cvae_params) -> jax.Array:
         z = group_embeddings(cvae_net, cvae_params)
@@ -303,13 +311,14 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         return policy, jax.tree.map(jnp.mean, info)
 
     def selector_update(roles: RoleState, traj: Transition, groups: jax.Array,
-                        team_return: jax.Array, advantages: jax.Array):
+                        team_return: jax.Array, advantages: jax.Array, fit: jax.Array):
+        """fit: f32[E, N, M], the group-response fit of every agent under every group, weighted."""
         z_groups = models.group_embedding(roles.cvae.params)
         stats = roles.return_stats.update(team_return)
         if share.selector_signal == "team-return":
             grads, info = jax.grad(selector_loss, argnums=1, has_aux=True)(
                 selector_net, roles.selector.params, roles.agent_embedding, z_groups, groups,
-                stats.standardise(team_return), share.selector_ent_coef,
+                stats.standardise(team_return), share.selector_ent_coef, fit,
             )
         else:
             valid = traj.valid
@@ -318,7 +327,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             gains = group_advantages(traj.group_log_prob, traj.log_prob,
                                      (advantages - mean) / (std + 1e-8), valid)
             grads, info = jax.grad(group_advantage_loss, argnums=1, has_aux=True)(
-                selector_net, roles.selector.params, roles.agent_embedding, z_groups, gains,
+                selector_net, roles.selector.params, roles.agent_embedding, z_groups, gains + fit,
                 share.selector_ent_coef, share.group_balance_coef,
             )
         return _apply(selector_tx, roles.selector, grads), stats, info
@@ -326,9 +335,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
     def role_update(key: jax.Array, roles: RoleState, traj: Transition, final_obs: jax.Array,
                     groups: jax.Array, team_return: jax.Array, advantages: jax.Array,
                     choice: jax.Array):
-        k_vlstm, k_cvae, k_idx = jax.random.split(key, 3)
-        selector, stats, sel_info = selector_update(roles, traj, groups, team_return, advantages)
-
+        k_vlstm, k_cvae, k_idx, k_resp = jax.random.split(key, 4)
         batch = horizon * n_envs * n_agents
         to_batch = lambda x: x.reshape((horizon, n_envs * n_agents) + x.shape[3:])  # noqa: E731
         next_obs = jnp.concatenate([traj.obs[1:], final_obs[None]], axis=0)
@@ -337,6 +344,25 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         lstm_in = jnp.concatenate([traj.obs, action, reward], axis=-1)
         decoder_in = action if share.vlstm_decoder == "action" else None
         target = jnp.concatenate([next_obs, reward], axis=-1)
+
+        # The same few time steps of every agent score it under every group's response model
+        # (before this iteration's update) and train that model.
+        steps = jax.random.randint(k_resp, (share.response_steps,), 0, horizon)
+        flat_k = lambda x: x[steps].reshape((-1,) + x.shape[3:])  # noqa: E731
+        resp_data = (flat_k(traj.obs), flat_k(action), flat_k(target))
+        resp_valid = traj.valid[steps]
+        resp_groups = flat_k(jnp.broadcast_to(groups, (horizon,) + groups.shape))
+        fit = jnp.zeros((n_envs, n_agents, n_sets))
+        if cvae_net.response_dim:
+            ll = response_log_likelihood(cvae_net, roles.cvae.params, *resp_data)
+            ll = ll.reshape(resp_valid.shape + (n_sets,)) * resp_valid[..., None]
+            fit = ll.sum(0) / jnp.maximum(resp_valid.sum(0), 1.0)[..., None]
+            # Only how much better a group explains this agent than the others counts: a group
+            # whose model is better for everyone (it was trained on more agents) would otherwise
+            # draw every agent in, the collapse of an unbalanced mixture of experts.
+            fit = share.group_response_coef * (fit - fit.mean(axis=(0, 1)))
+        selector, stats, sel_info = selector_update(roles, traj, groups, team_return, advantages,
+                                                    fit)
         (vlstm_loss, embedding), vlstm_grads = jax.value_and_grad(
             lambda p: vlstm_elbo(vlstm_net, p, k_vlstm, to_batch(traj.obs), to_batch(lstm_in),
                                  to_batch(target), to_batch(traj.valid), share.agent_embedding,
@@ -350,11 +376,17 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         idx = jax.random.randint(k_idx, (share.aux_samples,), 0, batch)
         take = lambda x: x.reshape((batch,) + x.shape[3:])[idx]  # noqa: E731
         all_groups = jnp.broadcast_to(groups, (horizon,) + groups.shape)
-        cvae_loss, cvae_grads = jax.value_and_grad(
-            lambda p: cvae_elbo(cvae_net, p, k_cvae, take(all_groups), take(traj.obs),
-                                take(traj.action), take(traj.valid), share.cvae_beta,
-                                action_mask=take(traj.action_mask))
-        )(roles.cvae.params)
+        def cvae_loss_fn(p):
+            loss = cvae_elbo(cvae_net, p, k_cvae, take(all_groups), take(traj.obs),
+                             take(traj.action), take(traj.valid), share.cvae_beta,
+                             action_mask=take(traj.action_mask))
+            response = jnp.zeros(())
+            if cvae_net.response_dim:
+                response = response_nll(cvae_net, p, resp_groups, *resp_data, resp_valid.reshape(-1))
+            return loss + response, response
+
+        (cvae_loss, response_loss), cvae_grads = jax.value_and_grad(cvae_loss_fn, has_aux=True)(
+            roles.cvae.params)
         cvae = _apply(role_tx, roles.cvae, cvae_grads)
 
         new_roles = RoleState(
@@ -362,7 +394,10 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             agent_embedding=jax.lax.stop_gradient(embedding.reshape(n_envs, n_agents, -1)),
             previous_choice=choice,
         )
-        return new_roles, {"vlstm_loss": vlstm_loss, "cvae_loss": cvae_loss, **sel_info}
+        info = {"vlstm_loss": vlstm_loss, "cvae_loss": cvae_loss - response_loss, **sel_info}
+        if cvae_net.response_dim:
+            info["response_loss"] = response_loss
+        return new_roles, info
 
     def grouping_metrics(logits: jax.Array, previous: jax.Array,
                          embedding: jax.Array) -> tuple[jax.Array, dict]:

@@ -8,6 +8,13 @@ The KL term carries a weight beta (Higgins et al. 2017). With beta = 1 (eq. 4 as
 group costs as many nats of KL as it can save in reconstruction (both are bounded by the information
 the group id carries about the action), so the optimum is indifferent and training collapses the
 posterior onto the prior: every z_g becomes 0 and eq. 13 gives uniform groups. beta < 1 breaks the tie.
+
+Group response (ours, `SharingConfig.group_response_coef`, docs/grouping.md): with `response_dim > 0`
+z_g also decodes how the environment answers the group's agents, p(e_{t+1} | z_g, s_t, a_t) with
+e_{t+1} = (s_{t+1}, r_{t+1}), the VLSTM's target (eq. 7) for a whole group instead of one agent's
+history. Agents whose actions act alike (a warehouse robot's colour rotates its actions; a role-game
+type changes which action pays) are then explained best by the same z_g, whatever the policies have
+learned so far, and `response_log_likelihood` scores every agent under every group for the selector.
 """
 
 from __future__ import annotations
@@ -30,10 +37,13 @@ class CVAE(nn.Module):
     latent: int = 16
     hidden: int = 64
     action_kind: str = "categorical"
+    response_dim: int = 0  # size of e_{t+1}; 0: no response decoder (the paper)
 
     def setup(self):
         self.encoder = MLP((self.hidden, 2 * self.latent))
         self.decoder = MLP((self.hidden, self.hidden, head_size(self.action_kind, self.num_actions)))
+        if self.response_dim:
+            self.responder = MLP((self.hidden, self.hidden, 2 * self.response_dim))
 
     def encode(self, groups: jax.Array) -> tuple[jax.Array, jax.Array]:
         """groups: int32[B] -> (mean, std), each f32[B, latent]."""
@@ -45,14 +55,24 @@ class CVAE(nn.Module):
         """z: f32[B, latent], states: f32[B, D] -> the action distribution's parameters."""
         return self.decoder(jnp.concatenate([z, states], axis=-1))
 
-    def __call__(self, groups, states, noise):
+    def respond(self, z: jax.Array, states: jax.Array, actions: jax.Array):
+        """z: f32[B, latent], states: f32[B, D], actions: f32[B, A] (encoded) -> Gaussian of e_{t+1}."""
+        out = self.responder(jnp.concatenate([z, states, actions], axis=-1))
+        mean, log_std = jnp.split(out, 2, axis=-1)
+        return distrax.MultivariateNormalDiag(mean, jnp.exp(jnp.clip(log_std, -5.0, 2.0)))
+
+    def __call__(self, groups, states, noise, actions=None):
         mean, std = self.encode(groups)
+        if actions is not None:
+            self.respond(mean, states, actions)  # creates the response decoder's parameters
         return mean, std, self.decode(mean + std * noise, states)
 
 
 def init_cvae(model: CVAE, key: jax.Array, state_dim: int):
+    actions = jnp.zeros((1, model.num_actions)) if model.response_dim else None
     return model.init(
-        key, jnp.zeros((1,), jnp.int32), jnp.zeros((1, state_dim)), jnp.zeros((1, model.latent))
+        key, jnp.zeros((1,), jnp.int32), jnp.zeros((1, state_dim)), jnp.zeros((1, model.latent)),
+        actions,
     )
 
 
@@ -91,3 +111,44 @@ def group_embeddings(model: CVAE, params) -> jax.Array:
     """z_g: f32[M, latent], the encoder mean of every group."""
     mean, _ = model.apply(params, jnp.arange(model.num_groups), method=CVAE.encode)
     return mean
+
+
+def response_nll(
+    model: CVAE,
+    params,
+    groups: jax.Array,
+    states: jax.Array,
+    actions: jax.Array,
+    targets: jax.Array,
+    weights: jax.Array,
+) -> jax.Array:
+    """-log p(e_{t+1} | z_g, s_t, a_t) per target dimension, the weighted mean over samples.
+
+    z_g is the encoder mean of each sample's group, so the gradient also reaches the encoder: a group
+    whose agents the environment answers differently needs its own z_g, which keeps the z_g apart.
+
+    Args:
+      groups: int32[B]; states: f32[B, D]; actions: f32[B, A] (encoded); targets: f32[B, R];
+      weights: f32[B].
+    """
+    chex.assert_equal_shape([groups, weights])
+    z, _ = model.apply(params, groups, method=CVAE.encode)
+    dist = model.apply(params, z, states, actions, method=CVAE.respond)
+    nll = -dist.log_prob(targets) / model.response_dim
+    return (nll * weights).sum() / jnp.maximum(weights.sum(), 1.0)
+
+
+def response_log_likelihood(
+    model: CVAE, params, states: jax.Array, actions: jax.Array, targets: jax.Array
+) -> jax.Array:
+    """log p(e_{t+1} | z_m, s_t, a_t) per target dimension under every group m: f32[B, M].
+
+    Args: states: f32[B, D]; actions: f32[B, A] (encoded); targets: f32[B, R].
+    """
+    z = group_embeddings(model, params)
+
+    def under(z_m):
+        zs = jnp.broadcast_to(z_m, states.shape[:-1] + z_m.shape)
+        return model.apply(params, zs, states, actions, method=CVAE.respond).log_prob(targets)
+
+    return jax.vmap(under, out_axes=-1)(z) / model.response_dim
