@@ -106,6 +106,7 @@ class LevelBasedForaging:
 
     num_actions = 6
     action_kind = "categorical"
+    pointer_layout = None
 
     def __post_init__(self) -> None:
         for name in ("field_size", "num_agents", "num_food", "sight", "max_steps",

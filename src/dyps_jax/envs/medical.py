@@ -159,6 +159,8 @@ class VaccineAllocation:
 
     num_actions = 1
     action_kind = "gaussian"
+    pointer_layout = None
+    agent_types = None  # regions have no hidden type
     obs_dim = 11
     global_state_dim = 8
 

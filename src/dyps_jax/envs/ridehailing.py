@@ -125,6 +125,7 @@ class RideHailing:
     gravity_decay: float = 2.0
 
     action_kind = "pointer"
+    agent_types = None  # cells have no hidden type
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols", "city_seed", "base_low", "base_high", "max_duration",

@@ -99,6 +99,7 @@ class ColouredWarehouse:
 
     action_kind = "categorical"
     num_actions = 5
+    pointer_layout = None
 
     def __post_init__(self):
         check_positive(
