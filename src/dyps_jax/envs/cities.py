@@ -137,10 +137,10 @@ def generate_city(
             raise ValueError(f"city.{name}: must be a positive integer, got {value!r}")
     if total_population is None:
         total_population = ATLANTA_POPULATION * num_cbgs / ATLANTA_CBGS
-    for name, value in (("total_population", total_population),
-                        ("distance_scale_km", distance_scale_km)):
-        if not value > 0:
-            raise ValueError(f"city.{name}: must be > 0, got {value!r}")
+    for name, amount in (("total_population", total_population),
+                         ("distance_scale_km", distance_scale_km)):
+        if not amount > 0:
+            raise ValueError(f"city.{name}: must be > 0, got {amount!r}")
     # Independent streams per component: changing the POI count does not move the CBGs.
     rng_cbg, rng_pop, rng_age, rng_poi, rng_link = (
         np.random.default_rng([seed, k]) for k in range(5)

@@ -20,7 +20,7 @@ A = 1 the environment gets f32[N], as from the trainer) or int32[N, D] pointer d
 from __future__ import annotations
 
 from functools import cached_property
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -91,7 +91,7 @@ class JumanjiEnv(JumanjiEnvironment[State, specs.Array, Observation]):
                   ) -> TimeStep[Observation]:
         discount = jnp.where(step_type == StepType.LAST, 0.0, 1.0)
         return TimeStep(
-            step_type=step_type,
+            step_type=cast(StepType, step_type),  # a traced int8, what jumanji's own envs pass
             reward=ts.reward,
             discount=jnp.full(ts.reward.shape, discount, jnp.float32),
             observation=Observation(ts.obs, ts.action_mask, ts.global_state, count),

@@ -175,8 +175,9 @@ class LevelBasedForaging:
         # cells holding the n largest of iid uniforms, in order. Cheaper than a permutation.
         cells = jax.lax.top_k(jax.random.uniform(k_agents, (size * size,)), n)[1]
         agent_pos = jnp.stack([cells // size, cells % size], axis=-1).astype(jnp.int32)
-        if self.fixed_levels:
-            levels = jnp.asarray(self.min_player_level + self.agent_types, jnp.int32)
+        types = self.agent_types
+        if types is not None:  # fixed levels
+            levels = jnp.asarray(self.min_player_level + types, jnp.int32)
         else:
             levels = jax.random.randint(
                 k_levels, (n,), self.min_player_level, self.max_player_level + 1, jnp.int32
@@ -290,7 +291,8 @@ class LevelBasedForaging:
         food_level = jnp.where(eaten, 0, state.food_level)
         step_count = state.step_count + 1
         done = jnp.all(food_level == 0) | (step_count >= self.max_steps)
-        new_state = state.replace(agent_pos=pos, food_level=food_level, step_count=step_count)
+        new_state = dataclasses.replace(state, agent_pos=pos, food_level=food_level,
+                                        step_count=step_count)
         timestep = self._timestep(
             new_state, reward.astype(jnp.float32), done, eaten.sum().astype(jnp.float32)
         )

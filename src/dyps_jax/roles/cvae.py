@@ -12,6 +12,8 @@ posterior onto the prior: every z_g becomes 0 and eq. 13 gives uniform groups. b
 
 from __future__ import annotations
 
+from typing import cast
+
 import chex
 import distrax
 import flax.linen as nn
@@ -77,7 +79,8 @@ def cvae_elbo(
     """
     chex.assert_equal_shape([groups, weights])
     noise = jax.random.normal(key, groups.shape + (model.latent,))
-    mean, std, head = model.apply(params, groups, states, noise)
+    mean, std, head = cast(tuple[jax.Array, jax.Array, jax.Array],
+                           model.apply(params, groups, states, noise))
     if action_mask is None:
         action_mask = jnp.ones(head.shape[:-1] + (model.num_actions,), bool)
     nll = -action_distribution(model.action_kind, head, action_mask).log_prob(actions)
