@@ -1,7 +1,7 @@
 """Cities for the Medical scenario: a seeded synthetic Atlanta and a loader for real data.
 
 Real SafeGraph mobility cannot be had offline, so `generate_city` builds a synthetic metropolis with
-the statistics of SCENARIOS.md ("Medical"); `load_city` reads the same arrays from an `.npz` file, so a
+the statistics of docs/scenarios.md ("Medical"); `load_city` reads the same arrays from an `.npz` file, so a
 user with real data (CBG populations and age shares, POI areas and dwell times, visit probabilities)
 runs the real city. Everything here is host-side numpy: a city is built once and closed over by the
 environment as constants.

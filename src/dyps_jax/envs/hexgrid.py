@@ -1,4 +1,4 @@
-"""Offset hexagonal grid of the ride-hailing scenarios (SCENARIOS.md, "Ride-hailing").
+"""Offset hexagonal grid of the ride-hailing scenarios (docs/scenarios.md, "Ride-hailing").
 
 Cell `(i, j)` (row i, column j) has id `i * cols + j`. Its six neighbours depend on the column
 parity::

@@ -2,7 +2,7 @@
 
 Agents on a `field_size x field_size` grid pick up food by standing next to it and loading; a food
 is collected when the levels of the agents loading it add up to at least its level. SePS variant
-(SCENARIOS.md, "LBF"): agent `i` has the fixed level `min_player_level + i mod (number of levels)`,
+(docs/scenarios.md, "Level-Based Foraging"): agent `i` has the fixed level `min_player_level + i mod (number of levels)`,
 i.e. `(i mod 3) + 1` by default, and levels are not observed (their observation slot is 0).
 
 The rules follow `lbforaging/foraging/environment.py`; the tests compare both step by step:

@@ -4,7 +4,7 @@ A *demand model* is a static object with `num_cells`, `horizon` (steps per day),
 slots per cell and step), `max_duration` (l_max), `rates` (f32[T, N], expected orders per step and
 cell, which the agents observe) and a pure `sample(key, t) -> OrderBatch`. Three are provided:
 
-* `PaperDemand`: the paper's synthetic city (SCENARIOS.md): orders per step and cell
+* `PaperDemand`: the paper's synthetic city (docs/scenarios.md, "Ride-hailing"): orders per step and cell
   ~ Poisson(lambda[t, g]), duration d from the truncated, renormalised duration table, price
   ~ Normal(mu_d, sigma_d) (mu_d where the draw is <= 0), destination uniform over rings 1..d.
 * `ReplayDemand`: a fixed order stream (the paper's exact streams, or a trip table from CSV), turned
