@@ -70,7 +70,7 @@ def test_adapter_replays_the_environment(name):
         wrapped.observation_spec.validate(jax.tree.map(lambda x, t=t: x[t], traj.observation))
 
 
-@pytest.mark.parametrize("name", sorted(envs.env_kinds()))
+@pytest.mark.parametrize("name", sorted(TINY))
 def test_vmap_and_auto_reset_wrappers(name):
     """VmapWrapper(AutoResetWrapper(...)) over 3 environments for two episodes' worth of steps:
     at every episode end the observation is a fresh reset's (step count 0) while the reward and the

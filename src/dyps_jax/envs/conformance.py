@@ -135,7 +135,8 @@ def check_environment(env: Any, seed: int = 0, num_envs: int = 2) -> None:
     """
     _check_attributes(env)
     key = jax.random.key(seed)
-    state, first = jax.jit(env.reset)(key)
+    reset = jax.jit(env.reset)
+    state, first = reset(key)
     width = int(first.action_mask.shape[-1])
     if env.action_kind == "pointer":
         _require(width > env.num_actions, env, f"pointer action_mask width {width} leaves no "
@@ -150,7 +151,8 @@ def check_environment(env: Any, seed: int = 0, num_envs: int = 2) -> None:
     allowed = first.action_mask[:, : env.num_actions]
     _require(env.action_kind == "pointer" or bool(allowed.any(axis=-1).all()), env,
              "an agent has no allowed action after reset")
-    again = jax.jit(env.reset)(key)
+    _check_draws_prefix(env, first.action_mask)
+    again = reset(key)
     _require(_equal((state, first), again), env, "reset with the same key differs")
 
     actions = random_actions(env, jax.random.key(seed + 1), first.action_mask)
@@ -182,6 +184,14 @@ def check_environment(env: Any, seed: int = 0, num_envs: int = 2) -> None:
     steps, ended = jax.jit(jax.vmap(episode))(jax.random.split(key, num_envs))
     _check_timestep(env, jax.tree.map(lambda x: x[:, -1], steps), width, metrics, (num_envs,))
     _require(bool(ended.all()), env, f"an episode is not done after max_steps = {env.max_steps}")
+    _check_draws_prefix(env, steps.action_mask)
+
+
+def _check_draws_prefix(env: Any, action_mask: jax.Array) -> None:
+    """Pointer kind: the draws that happen are the first ones (`PointerDraws` relies on it)."""
+    draws = action_mask[..., env.num_actions:]
+    _require(bool((draws[..., 1:] <= draws[..., :-1]).all()), env,
+             "the active pointer draws of an agent are not a prefix of its draws")
 
 
 def _leaf_specs(tree: Any) -> tuple:

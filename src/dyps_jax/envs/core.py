@@ -67,7 +67,8 @@ class Environment(Protocol):
       passes it); `action_mask` bool[N, A] is all True and unused.
     * `"pointer"`: actions int32[N, D], D draws per agent, each the index of one of A slots
       (slot 0 = no choice); `action_mask` bool[N, A + D] = [slot may be drawn (slot 0 always),
-      draw d happens]. `pointer_layout` says how the pointer network splits an observation.
+      draw d happens], the draws that happen being a prefix (the pointer head samples them in one
+      pass). `pointer_layout` says how the pointer network splits an observation.
 
     `reset` returns `done` False and zero rewards. Every episode ends (`done` True) within
     `max_steps` steps: one training iteration runs exactly `max_steps` steps per environment and
