@@ -33,7 +33,7 @@ import common  # noqa: E402
 
 from dyps_jax.envs.lbf import LevelBasedForaging  # noqa: E402
 
-SCENARIOS = {"lbf-1": (6, 4), "lbf-2": (12, 10)}
+PRESETS = {"lbf-1": (6, 4), "lbf-2": (12, 10)}
 DEFAULT_OUT = common.RESULTS / "lbf_env.md"
 
 
@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--steps", type=int, default=100, help="scan length of one timed call")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--ref-steps", type=int, default=1000)
-    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
+    parser.add_argument("--scenarios", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     parser.add_argument("--no-jumanji", action="store_true")
     common.add_out_argument(parser, DEFAULT_OUT)
     args = parser.parse_args(argv)
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> str:
     device = jax.devices()[0]
     rows = []
     for name in args.scenarios:
-        n, f = SCENARIOS[name]
+        n, f = PRESETS[name]
         ref_rate = time_reference(n, f, args.ref_steps, args.repeats)
         print(f"{name}: reference {fmt(ref_rate)} env-steps/s", flush=True)
         for batch in args.batches:

@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> str:
             "2·N sequences), median of 2 calls after a warm-up;",
             "- `dyps-g1`: DyPS training with `num_groups=1` (s per call = s / iteration as above): "
             "against `dyps` it isolates the cost of evaluating all G = 4 groups' networks on every "
-            "agent (DESIGN §5), against `ps` the cost of the role models (VLSTM, CVAE, selector).",
+            "agent (docs/architecture.md, \"Grouped parameters\"), against `ps` the cost of the role models (VLSTM, CVAE, selector).",
             "",
             "| CBGs (agents) | part | compile s | s per call | XLA temp GB | peak RSS GB |",
             "|---:|---|---:|---:|---:|---:|",

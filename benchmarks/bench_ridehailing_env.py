@@ -52,7 +52,7 @@ from dyps_jax.rules import RULES  # noqa: E402
 
 SCRIPT = "bench_ridehailing_env.py"
 DEFAULT_OUT = common.RESULTS / "ridehailing_env.md"
-SCENARIOS = {"ridehailing-1": "rh1_36", "ridehailing-2": "rh2_100"}
+PRESETS = {"ridehailing-1": "rh1_36", "ridehailing-2": "rh2_100"}
 # Greedy GMV of the paper's replayed days (the JAX environment's figures, the paper's Table 7).
 REPLAY_GMV = {"ridehailing-1": 220_775.79, "ridehailing-2": 539_449.2}
 
@@ -372,7 +372,7 @@ def check_baselines(names) -> list[str]:
     """Asserts that NumPy and object-Python Greedy reproduce the JAX replay GMV; returns lines."""
     lines = []
     for name in names:
-        stream, _ = paper_city(SCENARIOS[name])
+        stream, _ = paper_city(PRESETS[name])
         env = make(name)
         jax_gmv, jax_served = jax_replay_greedy(name)
         np_gmv, np_served, _ = NumpyCity(env, stream).day()
@@ -394,7 +394,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16, 256])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10, 32, 64, 100],
                         help="side S of the S x S synthetic cities of the scaling table")
-    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
+    parser.add_argument("--scenarios", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: batch 1, a 4x4 city, 1 repeat (about a minute)")

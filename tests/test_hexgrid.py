@@ -1,6 +1,6 @@
 """dyps_jax.envs.hexgrid: the offset hexagonal grid of the ride-hailing scenarios.
 
-The parity rule (SCENARIOS.md, "Ride-hailing"):
+The parity rule (docs/scenarios.md, "Ride-hailing"):
 
     even j: (i-1, j), (i, j+1), (i+1, j+1), (i+1, j), (i+1, j-1), (i, j-1)
     odd j:  (i-1, j), (i-1, j+1), (i, j+1), (i+1, j), (i, j-1), (i-1, j-1)
@@ -23,7 +23,7 @@ SHAPES = [(6, 6), (10, 10), (5, 8), (1, 5), (7, 3)]
 
 
 def rule_neighbours(rows: int, cols: int, cell: int) -> list[int]:
-    """The six neighbours of `cell` by the SCENARIOS.md parity rule, -1 outside the grid."""
+    """The six neighbours of `cell` by the parity rule of docs/scenarios.md, -1 outside the grid."""
     i, j = divmod(cell, cols)
     out = []
     for di, dj in EVEN if j % 2 == 0 else ODD:

@@ -1,4 +1,4 @@
-"""The pointer head of ride-hailing (ALGORITHMS.md §5): draws, log-probabilities, the network."""
+"""The pointer head of ride-hailing (docs/algorithms.md, "Policy heads"): draws, log-probabilities, the network."""
 
 from __future__ import annotations
 

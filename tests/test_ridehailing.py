@@ -2,7 +2,8 @@
 
 Most tests run a 4x4 city (city = "", the paper's generator) over 16 steps; its jitted functions are
 built once per module. The replay-parity tests run the packaged presets against an independent
-NumPy implementation of the rules (`reference_day`) written from SCENARIOS.md.
+NumPy implementation of the rules (`reference_day`) written from the rules of
+docs/scenarios.md.
 """
 
 from __future__ import annotations
@@ -566,7 +567,7 @@ CITY_KEY = {"ridehailing-1": "rh1_36", "ridehailing-2": "rh2_100"}
 
 def reference_day(stream: np.ndarray, num_cells: int, drivers: int, rule: str,
                   max_candidates: int = 50) -> tuple[np.ndarray, np.ndarray]:
-    """The rule on one replayed day, plain NumPy from SCENARIOS.md; per-step (gmv, served).
+    """The rule on one replayed day, plain NumPy from docs/scenarios.md; per-step (gmv, served).
 
     Candidates of a cell at t: its orders born at t - 1 and not served, then those born at t, each
     in stream order; Greedy ranks them by price (descending, stable), Nearest keeps that order; a

@@ -17,6 +17,8 @@ Two training signals (`SharingConfig.selector_signal`, docs/grouping.md):
 
 from __future__ import annotations
 
+from typing import cast
+
 import chex
 import distrax
 import flax.linen as nn
@@ -106,9 +108,9 @@ def selector_loss(
       scalar loss -sum_n log a_g[g_n, n] (r_g - V) + (V - r_g)^2 / 2 - ent_coef * H
       - sum_n sum_m a_g[m, n] fit[n, m], mean over envs.
     """
-    logits, value = model.apply(
+    logits, value = cast(tuple[jax.Array, jax.Array], model.apply(
         params, jax.lax.stop_gradient(embeddings), jax.lax.stop_gradient(group_embeddings)
-    )
+    ))
     dist = distrax.Categorical(logits=logits)
     log_prob = dist.log_prob(groups).sum(axis=-1)
     advantage = jax.lax.stop_gradient(target - value)

@@ -1,7 +1,8 @@
 """Actor and critic MLPs, and how agents apply their group's row of stacked parameters.
 
-Parameters of G groups are one pytree whose leaves carry a leading axis `[G, ...]` (DESIGN.md §1).
-`grouped_apply` is the single place that decides how agents reach their group's weights (§5):
+Parameters of G groups are one pytree whose leaves carry a leading axis `[G, ...]`
+(docs/architecture.md, "Grouped parameters"). `grouped_apply` is the single place that decides how
+agents reach their group's weights:
 
 * G small (DyPS, PS): run every group's network on all agents, then each agent keeps the row of its
   own group (`take_along_axis`). Dense matmuls, G x the FLOPs, no weight copies.
@@ -37,7 +38,7 @@ class MLP(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    """Separate actor and critic MLPs with two hidden layers (ALGORITHMS.md §5).
+    """Separate actor and critic MLPs with two hidden layers (docs/algorithms.md, "Policy heads").
 
     The actor outputs `head_size` numbers that `ppo.action_distribution` turns into the policy
     (logits, or Gaussian mean and log-std); the critic outputs V(o).
@@ -55,7 +56,7 @@ class ActorCritic(nn.Module):
 
 
 class PointerActorCritic(nn.Module):
-    """Pointer actor (ALGORITHMS.md §5) and MLP critic for observations of the layout
+    """Pointer actor (docs/algorithms.md, "Policy heads") and MLP critic for observations of the layout
     `[cell features (cell_dim), slot features (num_slots x slot_dim), extra features]`.
 
     logit_k = <W emb(s), emb(o_k)> / sqrt(embed): emb(s) is a two-hidden-layer MLP of the cell
@@ -139,7 +140,7 @@ def grouped_apply(
 def segment_mean(
     values: jax.Array, groups: jax.Array, weights: jax.Array, num_segments: int
 ) -> jax.Array:
-    """Weighted mean of `values` per group; empty groups give 0, not NaN (DESIGN.md §5).
+    """Weighted mean of `values` per group; empty groups give 0, not NaN.
 
     Args:
       values, groups, weights: arrays of one shape (`groups` int32 in [0, num_segments)).

@@ -69,7 +69,7 @@ def _suffix_logsumexp(x: jax.Array) -> jax.Array:
 
 
 class PointerDraws:
-    """Sequential draws of a pointer head (ALGORITHMS.md §5): slot 0 = stay, slots 1..K = orders.
+    """Sequential draws of a pointer head (docs/algorithms.md, "Policy heads"): slot 0 = stay, slots 1..K = orders.
 
     Each active draw picks a slot with probability softmax over {stay} and the orders not drawn
     before; an order is drawn at most once (Plackett-Luce without replacement), stay any number of
@@ -161,7 +161,7 @@ class PointerDraws:
 def action_distribution(
     action_kind: str, head: jax.Array, action_mask: jax.Array
 ) -> distrax.Distribution | PointerDraws:
-    """The policy distribution of an environment's action kind (ALGORITHMS.md §5).
+    """The policy distribution of an environment's action kind (docs/algorithms.md, "Policy heads").
 
     Args:
       head: [..., head_size], the policy network's output.

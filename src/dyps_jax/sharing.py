@@ -1,5 +1,5 @@
-"""The assignment strategies of DESIGN.md §1: every sharing method is an assignment plus small input
-changes, so one rollout loop and one PPO update serve them all.
+"""The assignment strategies (docs/architecture.md, "Sharing methods"): every sharing method is an
+assignment plus small input changes, so one rollout loop and one PPO update serve them all.
 
 | method | G     | assignment                                   | input          |
 |--------|-------|----------------------------------------------|----------------|
@@ -16,7 +16,8 @@ import jax.numpy as jnp
 
 
 def is_per_agent(method: str) -> bool:
-    """NoPS gives every agent its own parameter set, applied as a batched matvec (DESIGN.md §5)."""
+    """NoPS gives every agent its own parameter set, applied as a batched matvec
+    (docs/architecture.md, "Grouped parameters")."""
     return method == "nops"
 
 

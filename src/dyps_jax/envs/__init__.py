@@ -1,4 +1,4 @@
-"""Pure-JAX environments of the paper's four scenarios and the scenario registry."""
+"""Pure-JAX environments of the paper's four scenarios, the scenario registry and `to_jumanji`."""
 
 from dyps_jax.envs import lbf, medical, ridehailing, rolegame, rware  # noqa: F401  (registers the environment kinds)
 from dyps_jax.envs.core import (
@@ -13,6 +13,16 @@ from dyps_jax.envs.core import (
     resolve_preset,
 )
 
+
+def __getattr__(name: str):
+    # jumanji takes about two seconds to import: load the adapter only when it is asked for.
+    if name == "to_jumanji":
+        from dyps_jax.envs.jumanji_adapter import to_jumanji
+
+        return to_jumanji
+    raise AttributeError(f"module 'dyps_jax.envs' has no attribute {name!r}")
+
+
 __all__ = [
     "Environment",
     "TimeStep",
@@ -23,4 +33,5 @@ __all__ = [
     "preset_names",
     "register",
     "resolve_preset",
+    "to_jumanji",
 ]

@@ -1,7 +1,7 @@
 """Cities for the Medical scenario: a seeded synthetic Atlanta and a loader for real data.
 
 Real SafeGraph mobility cannot be had offline, so `generate_city` builds a synthetic metropolis with
-the statistics of SCENARIOS.md ("Medical"); `load_city` reads the same arrays from an `.npz` file, so a
+the statistics of docs/scenarios.md ("Medical"); `load_city` reads the same arrays from an `.npz` file, so a
 user with real data (CBG populations and age shares, POI areas and dwell times, visit probabilities)
 runs the real city. Everything here is host-side numpy: a city is built once and closed over by the
 environment as constants.
@@ -137,10 +137,10 @@ def generate_city(
             raise ValueError(f"city.{name}: must be a positive integer, got {value!r}")
     if total_population is None:
         total_population = ATLANTA_POPULATION * num_cbgs / ATLANTA_CBGS
-    for name, value in (("total_population", total_population),
-                        ("distance_scale_km", distance_scale_km)):
-        if not value > 0:
-            raise ValueError(f"city.{name}: must be > 0, got {value!r}")
+    for name, amount in (("total_population", total_population),
+                         ("distance_scale_km", distance_scale_km)):
+        if not amount > 0:
+            raise ValueError(f"city.{name}: must be > 0, got {amount!r}")
     # Independent streams per component: changing the POI count does not move the CBGs.
     rng_cbg, rng_pop, rng_age, rng_poi, rng_link = (
         np.random.default_rng([seed, k]) for k in range(5)

@@ -6,8 +6,10 @@ Every environment is a frozen dataclass of static parameters (hashable, so it ca
     reset(key)                  -> (state, TimeStep)
     step(key, state, actions)   -> (state, TimeStep)
 
-`state` is any pytree; `TimeStep` is below. Both methods must work under `jax.vmap` over a batch of
-environments and must draw randomness only from `key` (DESIGN.md §4).
+`state` is any pytree; `TimeStep` is below. `Environment` lists everything the trainer, the rules
+and the jumanji adapter read from an environment. Both methods must work under `jax.vmap` over a
+batch of environments and must draw randomness only from `key`; `envs.conformance.check_environment`
+checks all of it for any environment (docs/architecture.md, "The environment protocol").
 
 Scenario presets are TOML files (`envs/*.toml` in the repository, `dyps_jax/presets/` in the wheel)
 with an `[env]` table (the environment kind and its parameters) and an optional `[train]` table (the
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import jax
+import numpy as np
 from flax import struct
 
 
@@ -49,15 +52,76 @@ class TimeStep:
     metrics: dict[str, jax.Array]
 
 
+ACTION_KINDS = ("categorical", "gaussian", "pointer")
+
+
 @runtime_checkable
 class Environment(Protocol):
-    """Structural type of a dyps-jax environment (DESIGN.md §4)."""
+    """Structural type of a dyps-jax environment: what the trainer reads, with its shapes.
 
-    num_agents: int
-    obs_dim: int
-    num_actions: int
-    global_state_dim: int
-    max_steps: int
+    N = `num_agents`, A = `num_actions`. The action layout depends on `action_kind`:
+
+    * `"categorical"`: actions int32[N] in [0, A); `action_mask` bool[N, A], the actions allowed now
+      (the policy never samples a masked action).
+    * `"gaussian"`: actions f32[N, A], one real vector per agent (f32[N] when A = 1, as the trainer
+      passes it); `action_mask` bool[N, A] is all True and unused.
+    * `"pointer"`: actions int32[N, D], D draws per agent, each the index of one of A slots
+      (slot 0 = no choice); `action_mask` bool[N, A + D] = [slot may be drawn (slot 0 always),
+      draw d happens], the draws that happen being a prefix (the pointer head samples them in one
+      pass). `pointer_layout` says how the pointer network splits an observation.
+
+    `reset` returns `done` False and zero rewards. Every episode ends (`done` True) within
+    `max_steps` steps: one training iteration runs exactly `max_steps` steps per environment and
+    does not bootstrap past them.
+    """
+
+    @property
+    def kind(self) -> str:
+        """The registry name (`[env] kind` in a preset), set by `register`."""
+        ...
+
+    @property
+    def num_agents(self) -> int:
+        """N, agents per environment (the second axis of every per-agent array)."""
+        ...
+
+    @property
+    def obs_dim(self) -> int:
+        """D, so `TimeStep.obs` is f32[N, D]."""
+        ...
+
+    @property
+    def num_actions(self) -> int:
+        """A: categorical actions, Gaussian action dimensions, or pointer slots."""
+        ...
+
+    @property
+    def global_state_dim(self) -> int:
+        """S, so `TimeStep.global_state` is f32[S] (for a centralised critic)."""
+        ...
+
+    @property
+    def max_steps(self) -> int:
+        """T, the episode length the trainer scans over (an upper bound on every episode)."""
+        ...
+
+    @property
+    def action_kind(self) -> str:
+        """One of `ACTION_KINDS`: how actions look and which policy head the trainer builds."""
+        ...
+
+    @property
+    def pointer_layout(self) -> tuple[int, int, int] | None:
+        """(cell_dim, num_slots, slot_dim) for `"pointer"` (None otherwise): an observation is
+        [cell_dim features, num_slots x slot_dim slot features, any extra features], and
+        num_slots = A."""
+        ...
+
+    @property
+    def agent_types(self) -> np.ndarray | None:
+        """int32[N], each agent's true hidden type (>= 0) where the scenario has one, else None:
+        only the grouping diagnostics read it (ARI, purity, role separation)."""
+        ...
 
     def reset(self, key: jax.Array) -> tuple[Any, TimeStep]: ...
 
@@ -74,7 +138,7 @@ def register(kind: str) -> Callable[[type], type]:
         if not dataclasses.is_dataclass(cls):
             raise TypeError(f"environment class {cls.__name__} must be a dataclass")
         _REGISTRY[kind] = cls
-        cls.kind = kind
+        setattr(cls, "kind", kind)  # noqa: B010  (a class attribute every instance reads)
         return cls
 
     return decorator

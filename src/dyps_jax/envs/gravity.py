@@ -85,9 +85,9 @@ def smooth_field(grid: HexGrid, field: np.ndarray, length: float) -> np.ndarray:
       f64[..., N].
     """
     radius = min(math.ceil(5.0 * length), grid.rows + grid.cols)
-    dq, dr = np.meshgrid(np.arange(-radius, radius + 1), np.arange(-radius, radius + 1),
-                         indexing="ij")
-    dq, dr = dq.ravel(), dr.ravel()
+    grid_q, grid_r = np.meshgrid(np.arange(-radius, radius + 1), np.arange(-radius, radius + 1),
+                                 indexing="ij")
+    dq, dr = grid_q.ravel(), grid_r.ravel()
     dist = (np.abs(dq) + np.abs(dr) + np.abs(dq + dr)) // 2
     dq, dr, dist = dq[dist <= radius], dr[dist <= radius], dist[dist <= radius]
     weight = np.exp(-dist / length)

@@ -1,4 +1,4 @@
-"""Offset hexagonal grid of the ride-hailing scenarios (SCENARIOS.md, "Ride-hailing").
+"""Offset hexagonal grid of the ride-hailing scenarios (docs/scenarios.md, "Ride-hailing").
 
 Cell `(i, j)` (row i, column j) has id `i * cols + j`. Its six neighbours depend on the column
 parity::
@@ -82,9 +82,9 @@ class HexGrid:
             first `within[g, d-1]` entries of `cells[g]` are rings 1..d.
         """
         radius = int(max_radius)
-        di, dj = np.meshgrid(np.arange(-2 * radius, 2 * radius + 1),
-                             np.arange(-radius, radius + 1), indexing="ij")
-        di, dj = di.ravel(), dj.ravel()
+        grid_i, grid_j = np.meshgrid(np.arange(-2 * radius, 2 * radius + 1),
+                                     np.arange(-radius, radius + 1), indexing="ij")
+        di, dj = grid_i.ravel(), grid_j.ravel()
         i, j = np.divmod(np.arange(self.num_cells), self.cols)
         ni, nj = i[:, None] + di, j[:, None] + dj
         inside = (ni >= 0) & (ni < self.rows) & (nj >= 0) & (nj < self.cols)

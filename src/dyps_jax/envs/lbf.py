@@ -2,7 +2,7 @@
 
 Agents on a `field_size x field_size` grid pick up food by standing next to it and loading; a food
 is collected when the levels of the agents loading it add up to at least its level. SePS variant
-(SCENARIOS.md, "LBF"): agent `i` has the fixed level `min_player_level + i mod (number of levels)`,
+(docs/scenarios.md, "Level-Based Foraging"): agent `i` has the fixed level `min_player_level + i mod (number of levels)`,
 i.e. `(i mod 3) + 1` by default, and levels are not observed (their observation slot is 0).
 
 The rules follow `lbforaging/foraging/environment.py`; the tests compare both step by step:
@@ -106,6 +106,7 @@ class LevelBasedForaging:
 
     num_actions = 6
     action_kind = "categorical"
+    pointer_layout = None
 
     def __post_init__(self) -> None:
         for name in ("field_size", "num_agents", "num_food", "sight", "max_steps",
@@ -174,8 +175,9 @@ class LevelBasedForaging:
         # cells holding the n largest of iid uniforms, in order. Cheaper than a permutation.
         cells = jax.lax.top_k(jax.random.uniform(k_agents, (size * size,)), n)[1]
         agent_pos = jnp.stack([cells // size, cells % size], axis=-1).astype(jnp.int32)
-        if self.fixed_levels:
-            levels = jnp.asarray(self.min_player_level + self.agent_types, jnp.int32)
+        types = self.agent_types
+        if types is not None:  # fixed levels
+            levels = jnp.asarray(self.min_player_level + types, jnp.int32)
         else:
             levels = jax.random.randint(
                 k_levels, (n,), self.min_player_level, self.max_player_level + 1, jnp.int32
@@ -289,7 +291,8 @@ class LevelBasedForaging:
         food_level = jnp.where(eaten, 0, state.food_level)
         step_count = state.step_count + 1
         done = jnp.all(food_level == 0) | (step_count >= self.max_steps)
-        new_state = state.replace(agent_pos=pos, food_level=food_level, step_count=step_count)
+        new_state = dataclasses.replace(state, agent_pos=pos, food_level=food_level,
+                                        step_count=step_count)
         timestep = self._timestep(
             new_state, reward.astype(jnp.float32), done, eaten.sum().astype(jnp.float32)
         )

@@ -1,7 +1,7 @@
 """Medical scenario: COVID-19 vaccine allocation among census block groups, in pure JAX.
 
 Metapopulation SEIR on the bipartite CBG-POI visit network of a city (`cities.py`), hourly steps,
-after Chang et al. (Nature 2020); SCENARIOS.md ("Medical") has the rules and numbers. One decision
+after Chang et al. (Nature 2020); docs/scenarios.md ("Medical") has the rules and numbers. One decision
 (environment step) is one day: the doses are allocated, then 24 hourly SEIR steps run in a
 `lax.scan`, each with two `segment_sum`s over the E CBG->POI edges (never a dense C x P matrix).
 
@@ -159,6 +159,8 @@ class VaccineAllocation:
 
     num_actions = 1
     action_kind = "gaussian"
+    pointer_layout = None
+    agent_types = None  # regions have no hidden type
     obs_dim = 11
     global_state_dim = 8
 

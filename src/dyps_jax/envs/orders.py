@@ -4,7 +4,7 @@ A *demand model* is a static object with `num_cells`, `horizon` (steps per day),
 slots per cell and step), `max_duration` (l_max), `rates` (f32[T, N], expected orders per step and
 cell, which the agents observe) and a pure `sample(key, t) -> OrderBatch`. Three are provided:
 
-* `PaperDemand`: the paper's synthetic city (SCENARIOS.md): orders per step and cell
+* `PaperDemand`: the paper's synthetic city (docs/scenarios.md, "Ride-hailing"): orders per step and cell
   ~ Poisson(lambda[t, g]), duration d from the truncated, renormalised duration table, price
   ~ Normal(mu_d, sigma_d) (mu_d where the draw is <= 0), destination uniform over rings 1..d.
 * `ReplayDemand`: a fixed order stream (the paper's exact streams, or a trip table from CSV), turned
@@ -31,6 +31,8 @@ PRICE_MEAN = (10.17, 15.02, 23.22, 32.14, 40.99)
 PRICE_STD = (3.34, 6.90, 11.63, 16.20, 20.69)
 MAX_DURATION = len(PRICE_MEAN)
 STREAM_COLUMNS = ("t", "origin", "destination", "duration", "price")
+# Order tables are jax arrays inside `sample`, numpy arrays where `ReplayDemand` builds them once.
+Array = jax.Array | np.ndarray
 
 
 class OrderBatch(NamedTuple):
@@ -42,11 +44,11 @@ class OrderBatch(NamedTuple):
         beyond the K slots are lost to the simulator but still count in the order response rate).
     """
 
-    price: jax.Array
-    destination: jax.Array
-    duration: jax.Array
-    count: jax.Array
-    generated: jax.Array
+    price: Array
+    destination: Array
+    duration: Array
+    count: Array  # type: ignore[assignment]  # shadows tuple.count, which nothing here calls
+    generated: Array
 
 
 def duration_probs(max_duration: int) -> np.ndarray:
@@ -77,7 +79,7 @@ def paper_rates(grid: HexGrid, base_low: int, base_high: int, horizon: int, seed
     return np.maximum(0, base + noise).astype(np.int32)
 
 
-def slot_mask(count: jax.Array, slots: int) -> jax.Array:
+def slot_mask(count: Array, slots: int) -> jax.Array:
     """bool[..., slots]: slot k holds an order when k < count."""
     return jnp.arange(slots) < count[..., None]
 
@@ -261,7 +263,7 @@ class ReplayDemand:
     def rates(self) -> np.ndarray:
         if self.rate_table is not None:
             return np.asarray(self.rate_table, np.float32)
-        return self._tables.count.astype(np.float32)
+        return np.asarray(self._tables.count, np.float32)
 
     def sample(self, key: jax.Array, t: jax.Array) -> OrderBatch:
         del key

@@ -1,6 +1,6 @@
 """Ride-hailing order dispatch (the paper's Ride-Hailing(1) and (2)) as a count-based pure-JAX simulator.
 
-SCENARIOS.md ("Ride-hailing") has the rules; in short, one step is ten minutes of a 144-step day:
+docs/scenarios.md ("Ride-hailing") has the rules; in short, one step is ten minutes of a 144-step day:
 
 * every cell of a hexagonal grid (`hexgrid.py`) is an agent; its drivers are counts, `idle[g]`, plus
   `arriving[k, g]` drivers that become idle there k+1 steps from now;
@@ -11,7 +11,7 @@ SCENARIOS.md ("Ride-hailing") has the rules; in short, one step is ten minutes o
   arrival order (so slot order is arrival order, and no step sorts anything); orders beyond K/2 in
   one step and cell are lost (they still count as generated);
 * a cell makes one draw per idle driver (at most K draws) over K + 1 slots, slot 0 = "stay"; a real
-  order can be drawn once (ALGORITHMS.md §5, the pointer head); a driver serving an order of
+  order can be drawn once (the pointer head, docs/algorithms.md); a driver serving an order of
   duration d at t is idle at its destination at t + d; drivers never move otherwise;
 * reward of a cell: `reward_scale` x the price of the orders it served; metrics per step: `gmv`
   (raw price units), `served`, and at the last step `orr` = served / generated over the day, so the
@@ -125,6 +125,7 @@ class RideHailing:
     gravity_decay: float = 2.0
 
     action_kind = "pointer"
+    agent_types = None  # cells have no hidden type
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols", "city_seed", "base_low", "base_high", "max_duration",

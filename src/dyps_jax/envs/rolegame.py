@@ -40,6 +40,7 @@ class RoleGame:
     max_steps: int = 8
 
     action_kind = "categorical"
+    pointer_layout = None
 
     def __post_init__(self) -> None:
         for name in ("num_agents", "num_types", "num_cues", "max_steps"):

@@ -1,7 +1,7 @@
 """Coloured multi-robot warehouse (RWARE with the SePS colour rules), pure JAX.
 
 Dynamics follow `rware` 2.0.0 (`rware/warehouse.py`, the reference the tests compare against) with
-the colour rules of SePS (SCENARIOS.md, "RWARE"):
+the colour rules of SePS (docs/scenarios.md, "Coloured warehouse"):
 
 * Layout: `shelf_rows` bands of `column_height` shelf rows and `shelf_columns` columns of 2-wide
   shelf blocks, separated by highways; the grid is `H = (column_height + 1) * shelf_rows + 2`
@@ -73,7 +73,7 @@ class WarehouseState:
 @register("rware")
 @dataclasses.dataclass(frozen=True)
 class ColouredWarehouse:
-    """Coloured multi-robot warehouse; static parameters, pure `reset`/`step` (DESIGN.md §4).
+    """Coloured multi-robot warehouse; static parameters, pure `reset`/`step` (`core.Environment`).
 
     Observation of robot n, f32[obs_dim] with `obs_dim = 8 + K * (num_colours + 2)` and
     `K = (2 * sensor_range + 1) ** 2`: x, y, carrying, direction one-hot (4), on-highway, then for
@@ -99,6 +99,7 @@ class ColouredWarehouse:
 
     action_kind = "categorical"
     num_actions = 5
+    pointer_layout = None
 
     def __post_init__(self):
         check_positive(

@@ -95,7 +95,7 @@ def write_trips_csv(path: str | os.PathLike, stream: np.ndarray) -> None:
     writer.writerow(STREAM_COLUMNS)
     for t, origin, destination, duration, price in stream:
         writer.writerow([int(t), int(origin), int(destination), int(duration), repr(float(price))])
-    write_atomic(path, text.getvalue())
+    write_atomic(Path(path), text.getvalue())
 
 
 def sample_day(demand, key: jax.Array) -> np.ndarray:

@@ -19,6 +19,8 @@ learned so far, and `response_log_likelihood` scores every agent under every gro
 
 from __future__ import annotations
 
+from typing import cast
+
 import chex
 import distrax
 import flax.linen as nn
@@ -97,7 +99,8 @@ def cvae_elbo(
     """
     chex.assert_equal_shape([groups, weights])
     noise = jax.random.normal(key, groups.shape + (model.latent,))
-    mean, std, head = model.apply(params, groups, states, noise)
+    mean, std, head = cast(tuple[jax.Array, jax.Array, jax.Array],
+                           model.apply(params, groups, states, noise))
     if action_mask is None:
         action_mask = jnp.ones(head.shape[:-1] + (model.num_actions,), bool)
     nll = -action_distribution(model.action_kind, head, action_mask).log_prob(actions)

@@ -20,6 +20,8 @@ whatever about the agent makes its actions act differently.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import chex
 import distrax
 import flax.linen as nn
@@ -123,8 +125,8 @@ def vlstm_elbo(
     def step(carry, xs):
         lstm_carry, h_sum = carry
         state, lstm_input, target, eps, alive, decoder_input = xs
-        new_carry, kl, nll = model.apply(params, lstm_carry, state, lstm_input, target, eps,
-                                         decoder_input)
+        new_carry, kl, nll = cast(tuple[Any, jax.Array, jax.Array], model.apply(
+            params, lstm_carry, state, lstm_input, target, eps, decoder_input))
         keep = alive[:, None] > 0
         lstm_carry = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_carry, lstm_carry)
         return (lstm_carry, h_sum + lstm_carry[1] * alive[:, None]), (kl + nll) * alive
