@@ -136,7 +136,8 @@ def response_nll(
     """
     chex.assert_equal_shape([groups, weights])
     z, _ = model.apply(params, groups, method=CVAE.encode)
-    dist = model.apply(params, z, states, actions, method=CVAE.respond)
+    dist = cast(distrax.MultivariateNormalDiag,
+                model.apply(params, z, states, actions, method=CVAE.respond))
     nll = -dist.log_prob(targets) / model.response_dim
     return (nll * weights).sum() / jnp.maximum(weights.sum(), 1.0)
 
@@ -152,6 +153,8 @@ def response_log_likelihood(
 
     def under(z_m):
         zs = jnp.broadcast_to(z_m, states.shape[:-1] + z_m.shape)
-        return model.apply(params, zs, states, actions, method=CVAE.respond).log_prob(targets)
+        dist = cast(distrax.MultivariateNormalDiag,
+                    model.apply(params, zs, states, actions, method=CVAE.respond))
+        return dist.log_prob(targets)
 
     return jax.vmap(under, out_axes=-1)(z) / model.response_dim
