@@ -65,7 +65,7 @@ class SharingConfig:
     cvae_beta: float = 0.1  # KL weight of the CVAE; 1 collapses the posterior (roles/cvae.py)
     aux_samples: int = 4096  # (state, action, group) triples per CVAE step
     # How the selector learns and what eq. 13 multiplies (docs/grouping.md); the paper's reading is
-    # selector_signal="team-return", group_embedding="mean".
+    # selector_signal="team-return", group_embedding="mean", group_response_coef=0.
     selector_signal: str = "group-advantage"
     group_balance_coef: float = 0.1  # weight of the entropy of group usage (group-advantage only)
     group_embedding: str = "unit"
