@@ -88,6 +88,7 @@ def test_grouping_diagnostics_are_logged(tiny_lbf):
     # LBF's fixed levels are the agents' true types
     assert np.all((metrics["type_ari"] >= -1) & (metrics["type_ari"] <= 1))
     assert np.all((metrics["type_purity"] > 0) & (metrics["type_purity"] <= 1))
+    assert np.all(np.isfinite(metrics["response_loss"]))  # the group response is on by default
 
 
 def test_no_type_metrics_without_types(tiny_ridehailing):
@@ -112,15 +113,17 @@ def test_group_probabilities(tiny_lbf, method):
 
 def test_paper_literal_selector_still_trains(tiny_lbf):
     config = _short_config(tiny_lbf, num_groups=2, selector_signal="team-return",
-                           group_embedding="mean")
+                           group_embedding="mean", group_response_coef=0.0)
     _, metrics = jax.jit(dyps_jax.make_train(config))(jax.random.key(0))
     assert "selector_value_loss" in metrics
+    assert "response_loss" not in metrics  # no response decoder in the paper's reading
     for name, value in metrics.items():
         assert np.all(np.isfinite(value)), name
 
 
 @pytest.mark.parametrize("bad", [{"selector_signal": "reinforce"}, {"group_embedding": "norm"},
-                                 {"group_balance_coef": -1.0}])
+                                 {"group_balance_coef": -1.0}, {"group_response_coef": -1.0},
+                                 {"response_steps": 0}])
 def test_bad_selector_settings(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         dyps_jax.make_config(env="lbf-1", **bad)
