@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import warnings
 from typing import Any
 
@@ -215,6 +216,9 @@ def _assemble(name: str, kind: str, env_params: dict[str, Any], values: dict[str
         raise ValueError(
             f"method: unknown method {values['method']!r}; allowed: {', '.join(METHODS)}"
         )
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", str(name)):
+        raise ValueError(f"name: {name!r} must be letters, digits and _ . + - (it names the run "
+                         f"folder, which must stay inside --out)")
     spec = EnvSpec(name=name, kind=kind, params=envs.core.parse_params(kind, env_params))
     spec.build()  # validates the environment parameters and reads its files
 
