@@ -207,7 +207,8 @@ def _assert_valid_json(path: Path) -> dict:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """One tiny DyPS configuration run three ways: uninterrupted (with TensorBoard), rerun from
-    its config.json and stopped by SIGTERM, then resumed."""
+    its config.json and stopped by SIGTERM, then resumed. 61 iterations in chunks of 2: the last
+    chunk is shorter, so two programs are compiled up front."""
     from conftest import TINY_LBF
 
     base = tmp_path_factory.mktemp("runs")
@@ -215,7 +216,7 @@ def runs(tmp_path_factory):
     preset = base / "lbf-tiny.toml"
     preset.write_text(TINY_LBF)
     argv = ["--env", preset, "--method", "dyps", "--num-groups", 2, "--num-envs", 2,
-            "--total-steps", 60 * 20, "--log-every", 2, "--checkpoint-every", 4,
+            "--total-steps", 61 * 20, "--log-every", 2, "--checkpoint-every", 4,
             "--progress-every", 0]
     full = _cli([*argv, "--out", base / "full", "--tensorboard"], cache)
     assert full.returncode == 0, full.stderr
@@ -231,9 +232,11 @@ def runs(tmp_path_factory):
     cut_dir = _only_run(base / "cut")
     cut_summary = _assert_valid_json(cut_dir / "summary.json")
     cut_rows = (cut_dir / "metrics.csv").read_text().splitlines()
+    cut_checkpoints = sorted(p.name for p in (cut_dir / "checkpoints").iterdir())
     resumed = _cli(["--resume", cut_dir], cache)
     return {"full": full, "full_dir": full_dir, "cut_rc": proc.returncode, "cut_stderr": stderr,
             "cut_dir": cut_dir, "cut_summary": cut_summary, "cut_rows": cut_rows,
+            "cut_checkpoints": cut_checkpoints,
             "resumed": resumed, "cache": cache, "base": base}
 
 
@@ -246,11 +249,11 @@ def test_sigterm_saves_checkpoint_and_summary_with_one_line(runs):
     summary = runs["cut_summary"]
     stopped = summary["iterations"]
     assert summary["status"] == "interrupted" and summary["interrupted_by"] == "SIGTERM"
-    assert 0 < stopped < 60, "the signal must stop the run in the middle"
+    assert 0 < stopped < 61, "the signal must stop the run in the middle"
     assert summary["last_checkpoint"] == stopped
     # metrics.csv does not run ahead of the last checkpoint
     assert len(runs["cut_rows"]) - 1 == stopped
-    assert (runs["cut_dir"] / "checkpoints" / f"{stopped}.sha256").is_file()
+    assert f"{stopped}.sha256" in runs["cut_checkpoints"]
 
 
 def test_resume_continues_bit_identically(runs):
@@ -258,7 +261,7 @@ def test_resume_continues_bit_identically(runs):
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming at iteration" in resumed.stderr
     summary = _assert_valid_json(runs["cut_dir"] / "summary.json")
-    assert summary["status"] == "completed" and summary["iterations"] == 60
+    assert summary["status"] == "completed" and summary["iterations"] == 61
     assert summary["resumed_from"] == runs["cut_summary"]["iterations"]
     full, cut = runs["full_dir"], runs["cut_dir"]
     # --config reran the same run: every metric of every iteration is equal, to the last bit
@@ -268,7 +271,7 @@ def test_resume_continues_bit_identically(runs):
     like = jax.eval_shape(make_train_fns(config).init, jax.random.key(0))
     a = checkpoint.restore(full / "checkpoints", like)
     b = checkpoint.restore(cut / "checkpoints", like)
-    assert int(a.iteration) == int(b.iteration) == 60
+    assert int(a.iteration) == int(b.iteration) == 61
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
         if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
             x, y = jax.random.key_data(x), jax.random.key_data(y)
@@ -278,19 +281,20 @@ def test_resume_continues_bit_identically(runs):
 def test_run_folder_logs_and_progress(runs):
     full, folder = runs["full"], runs["full_dir"]
     err = full.stderr
-    assert "compiling dyps on lbf-tiny" in err and "compiled in" in err
+    assert "compiling dyps on lbf-tiny (61 iterations x 20 env steps, chunks of 2 and 1)…" in err
+    assert "compiled in" in err
     # output is not a terminal: plain progress lines, one per chunk with --progress-every 0
-    assert sum(line.startswith("iteration ") for line in err.splitlines()) == 30
+    assert sum(line.startswith("iteration ") for line in err.splitlines()) == 31
     files = sorted(p.name for p in folder.iterdir())
     assert files == ["checkpoints", "config.json", "metrics.csv", "metrics.jsonl", "summary.json",
                      "tb"]
     rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
-    assert [r["iteration"] for r in rows] == list(range(1, 61))
+    assert [r["iteration"] for r in rows] == list(range(1, 62))
     assert any(p.name.startswith("events.out.tfevents") for p in (folder / "tb").iterdir())
     assert _assert_valid_json(folder / "summary.json")["status"] == "completed"
     # two checkpoints kept, each with its checksum
     names = sorted(p.name for p in (folder / "checkpoints").iterdir())
-    assert names == ["56", "56.sha256", "60", "60.sha256"]
+    assert names == ["60", "60.sha256", "61", "61.sha256"]
 
 
 def test_corrupted_checkpoint_is_refused_and_fallback_is_opt_in(runs, tmp_path):
@@ -300,22 +304,22 @@ def test_corrupted_checkpoint_is_refused_and_fallback_is_opt_in(runs, tmp_path):
     shutil.copytree(runs["full_dir"], folder)
     config = config_from_dict(_assert_valid_json(folder / "config.json"))
     like = jax.eval_shape(make_train_fns(config).init, jax.random.key(0))
-    victim = max((p for p in (folder / "checkpoints" / "60").rglob("*") if p.is_file()),
+    victim = max((p for p in (folder / "checkpoints" / "61").rglob("*") if p.is_file()),
                  key=lambda p: p.stat().st_size)
     data = bytearray(victim.read_bytes())
     data[len(data) // 2: len(data) // 2 + 64] = os.urandom(64)  # 64 garbled bytes
     victim.write_bytes(bytes(data))
-    with pytest.raises(checkpoint.CheckpointError, match=r"cannot restore step 60 from .*60: "
+    with pytest.raises(checkpoint.CheckpointError, match=r"cannot restore step 61 from .*61: "
                                                          r"checksum mismatch"):
         checkpoint.restore(folder / "checkpoints", like)
     warned = []
     state = checkpoint.restore(folder / "checkpoints", like, fallback=True, warn=warned.append)
-    assert int(state.iteration) == 56 and "step 60" in warned[0]
+    assert int(state.iteration) == 60 and "step 61" in warned[0]
     # the command line: a clear one-line error unless --resume-fallback is given
     proc = _cli(["--resume", folder], runs["cache"])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("dyps-jax: error: checkpoint: cannot "
-                                                           "restore step 60")
+                                                           "restore step 61")
 
 
 def test_divergence_stops_the_run(tmp_path, tiny_lbf, runs):
@@ -453,6 +457,24 @@ def test_run_folders_started_together_do_not_collide(tmp_path):
     assert len(folders) == 3 and all(f.parent == tmp_path for f in folders)
     with pytest.raises(ValueError, match="outside"):
         run_dir.create(tmp_path, "../x", "dyps", 0)
+
+
+def test_metrics_are_appended_and_truncated_on_resume(tmp_path):
+    from dyps_jax.run_dir import MetricsLog
+
+    log = MetricsLog(tmp_path)
+    log.append([{"iteration": 1, "env_steps": 10, "loss": 0.5}])
+    first = (tmp_path / "metrics.csv").read_text()
+    log.append([{"iteration": 2, "env_steps": 20, "loss": 0.25},
+                {"iteration": 3, "env_steps": 30, "loss": 0.125}])
+    text = (tmp_path / "metrics.csv").read_text()
+    assert text.startswith(first) and text.count("iteration") == 1 and len(text.splitlines()) == 4
+    again = MetricsLog(tmp_path)  # a resume from the checkpoint of iteration 2
+    assert [r["iteration"] for r in again.truncate(2)] == [1, 2]
+    again.append([{"iteration": 3, "env_steps": 30, "loss": 0.5}])
+    assert (tmp_path / "metrics.csv").read_text().splitlines()[1:] == [
+        "1,10,0.5", "2,20,0.25", "3,30,0.5"]
+    assert [r["loss"] for r in again.read()] == [0.5, 0.25, 0.5]
 
 
 def test_version_flag(capsys):

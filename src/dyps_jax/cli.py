@@ -185,14 +185,6 @@ def config_from_args(argv: list[str] | None = None,
     return config, args
 
 
-class Interrupted(Exception):
-    """A stop signal arrived before training started (nothing was written)."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
 class _StopRequest:
     """Turns SIGINT/SIGTERM into a request to stop after the running chunk; a second signal
     stops at once (KeyboardInterrupt)."""
@@ -273,28 +265,30 @@ def run(config: TrainConfig, quiet: bool = False, console: Console | None = None
     if tensorboard:  # fail before compiling when the extra is missing
         _tensorboard_writer_class()
 
+    t0 = time.perf_counter()
+    if resume is None:
+        state = jax.jit(fns.init)(jax.random.key(config.seed))
+    else:
+        like = jax.eval_shape(fns.init, jax.random.key(config.seed))
+        state = checkpoint.restore(folder / "checkpoints", like, fallback=resume_fallback,
+                                   warn=lambda m: console.print(f"[yellow]warning:[/] {m}"))
+    done_iters = start_iters = int(state.iteration)
+    chunk = min(config.log_every, total_iters)
+    # Chunks start at multiples of `chunk`, as in an uninterrupted run, so a resume replays the
+    # same compiled programs; the shorter last chunk is compiled now, not in the middle of a run
+    # (where it would freeze the progress output).
+    sizes = sorted({n for n in (chunk, (total_iters - done_iters) % chunk) if n}, reverse=True)
+    say(f"compiling {config.method} on {config.env.name} ({total_iters} iterations x "
+        f"{steps_per_iter} env steps, chunks of {' and '.join(map(str, sizes))})…")
+    iterate = jax.jit(fns.iterate, static_argnums=1)
+    compiled = {n: iterate.lower(state, n).compile() for n in sizes if done_iters < total_iters}
+    finite, leaf_names = _finite_check(state)
+    compile_s = time.perf_counter() - t0
+
+    # From here a stop signal ends the run cleanly after the running chunk; before (while
+    # compiling) SIGTERM ends the process at once and Ctrl-C raises KeyboardInterrupt: nothing
+    # has been written yet.
     with _StopRequest() as stop:
-        t0 = time.perf_counter()
-        if resume is None:
-            state = jax.jit(fns.init)(jax.random.key(config.seed))
-        else:
-            like = jax.eval_shape(fns.init, jax.random.key(config.seed))
-            state = checkpoint.restore(folder / "checkpoints", like, fallback=resume_fallback,
-                                       warn=lambda m: console.print(f"[yellow]warning:[/] {m}"))
-        done_iters = start_iters = int(state.iteration)
-        chunk = min(config.log_every, total_iters)
-        # Chunks start at multiples of `chunk`, as in an uninterrupted run, so a resume replays the
-        # same compiled programs; the shorter last chunk is compiled now, not in the middle of a run
-        # (where it would freeze the progress output).
-        sizes = sorted({n for n in (chunk, (total_iters - done_iters) % chunk) if n}, reverse=True)
-        say(f"compiling {config.method} on {config.env.name} ({total_iters} iterations x "
-            f"{steps_per_iter} env steps, chunks of {' and '.join(map(str, sizes))})…")
-        iterate = jax.jit(fns.iterate, static_argnums=1)
-        compiled = {n: iterate.lower(state, n).compile() for n in sizes if done_iters < total_iters}
-        finite, leaf_names = _finite_check(state)
-        compile_s = time.perf_counter() - t0
-        if stop.signum:
-            raise Interrupted(stop.signum)
         if resume is None:
             folder = run_dir.create(config.out, config.env.name, config.method, config.seed)
             checkpoint.write_json(folder / "config.json", config.to_dict())
@@ -472,11 +466,10 @@ def main(argv: list[str] | None = None) -> None:
         summary = run(config, quiet=args.quiet, console=console, resume=args.resume,
                       resume_fallback=args.resume_fallback, tensorboard=args.tensorboard,
                       progress_every=args.progress_every)
-    except (KeyboardInterrupt, Interrupted) as err:
-        signum = getattr(err, "signum", signal.SIGINT)
-        console.print(f"{prefix} interrupted by {signal.Signals(signum).name}; stopped without "
-                      f"saving a checkpoint", highlight=False)
-        sys.exit(128 + signum)
+    except KeyboardInterrupt:  # Ctrl-C while compiling, or a second signal
+        console.print(f"{prefix} interrupted by SIGINT; stopped without saving a checkpoint",
+                      highlight=False)
+        sys.exit(128 + signal.SIGINT)
     except ValueError as err:
         fail(str(err), EXIT_USAGE)
     except OSError as err:
