@@ -383,6 +383,7 @@ def bad_inputs(tmp: Path) -> list[tuple[str, list[str], str]]:
         ("config", ["--seed", "-3"], "seed: must be in 0.."),
         ("config", ["--selector-signal", "vibes"], "selector_signal: unknown 'vibes'"),
         ("config", ["--total-steps", "10"], "total_steps: 10 is less than one iteration"),
+        ("config", ["--total-steps", str(10**12)], "total_steps: must be at most 2147483647"),
         ("config", ["--batch-size", "100000"], "batch_size: 100000 is more than"),
         ("config", ["--progress-every", "-1"], "--progress-every: must be >= 0"),
         ("config", ["--env", str(malformed)], "malformed TOML"),
@@ -490,10 +491,36 @@ def test_json_is_always_valid(tmp_path):
     assert _assert_valid_json(tmp_path / "s.json") == {"a": None, "b": [None, 1.0], "c": 2.5}
 
 
+def runtime_bad_inputs(tmp: Path) -> list[tuple[str, list[str], str]]:
+    """Bad inputs found only while running (each compiles a tiny configuration)."""
+    from conftest import TINY_LBF
+
+    tiny = tmp / "lbf-tiny.toml"
+    tiny.write_text(TINY_LBF)
+    base = ["--env", str(tiny), "--method", "ps", "--out", str(tmp / "runtime")]
+    return [
+        ("divergence", [*base, "--num-envs", "2", "--total-steps", "80", "--lr", "1e30"],
+         "diverged at iteration 1: non-finite"),
+        # 2e9 transitions of 20 agents per iteration: petabytes, more than any address space
+        ("out of memory", [*base, "--num-envs", str(2 * 10**8), "--total-steps", str(2 * 10**9),
+                           *[f"--env-param={p}" for p in ("num_agents=20", "field_size=20",
+                                                          "num_food=10", "sight=20")]],
+         "out of memory"),
+    ]
+
+
+def test_out_of_memory_is_one_line(tmp_path, runs):
+    _, argv, text = runtime_bad_inputs(tmp_path)[1]
+    proc = _cli(argv, runs["cache"])
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("dyps-jax: error: out of memory (") and "lower --num-envs" in last
+
+
 def _tally(tmp: Path) -> dict[str, int]:
     """Runs every catalogued bad command line in its own process; counts the outcomes."""
     counts = {"clear error": 0, "traceback": 0, "silent": 0}
-    for kind, argv, text in bad_inputs(tmp):
+    for kind, argv, text in bad_inputs(tmp) + runtime_bad_inputs(tmp):
         extra = [] if "--out" in argv or "--resume" in argv else ["--out", str(tmp / "runs")]
         proc = subprocess.run([sys.executable, "-m", "dyps_jax.train", *argv, *extra],
                               capture_output=True, text=True, timeout=900)

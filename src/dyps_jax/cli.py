@@ -266,13 +266,12 @@ def run(config: TrainConfig, quiet: bool = False, console: Console | None = None
         _tensorboard_writer_class()
 
     t0 = time.perf_counter()
-    if resume is None:
-        state = jax.jit(fns.init)(jax.random.key(config.seed))
-    else:
+    state = None
+    if resume is not None:
         like = jax.eval_shape(fns.init, jax.random.key(config.seed))
         state = checkpoint.restore(folder / "checkpoints", like, fallback=resume_fallback,
                                    warn=lambda m: console.print(f"[yellow]warning:[/] {m}"))
-    done_iters = start_iters = int(state.iteration)
+    done_iters = start_iters = 0 if state is None else int(state.iteration)
     chunk = min(config.log_every, total_iters)
     # Chunks start at multiples of `chunk`, as in an uninterrupted run, so a resume replays the
     # same compiled programs; the shorter last chunk is compiled now, not in the middle of a run
@@ -280,6 +279,8 @@ def run(config: TrainConfig, quiet: bool = False, console: Console | None = None
     sizes = sorted({n for n in (chunk, (total_iters - done_iters) % chunk) if n}, reverse=True)
     say(f"compiling {config.method} on {config.env.name} ({total_iters} iterations x "
         f"{steps_per_iter} env steps, chunks of {' and '.join(map(str, sizes))})…")
+    if state is None:
+        state = jax.jit(fns.init)(jax.random.key(config.seed))
     iterate = jax.jit(fns.iterate, static_argnums=1)
     compiled = {n: iterate.lower(state, n).compile() for n in sizes if done_iters < total_iters}
     finite, leaf_names = _finite_check(state)
@@ -294,7 +295,8 @@ def run(config: TrainConfig, quiet: bool = False, console: Console | None = None
             checkpoint.write_json(folder / "config.json", config.to_dict())
         say(f"compiled in {compile_s:.1f}s -> {folder}"
             + (f" (resuming at iteration {done_iters})" if resume is not None else ""))
-        log = run_dir.MetricsLog(folder, _tensorboard_writer_class()(str(folder / "tb")) if tensorboard else None)
+        writer = _tensorboard_writer_class()(str(folder / "tb")) if tensorboard else None
+        log = run_dir.MetricsLog(folder, writer)
         rows = log.truncate(done_iters) if resume is not None else []
         ckpt = checkpoint.manager(folder / "checkpoints") if config.checkpoint_every else None
         saved_iters = done_iters if resume is not None else 0

@@ -26,6 +26,7 @@ GROUP_EMBEDDINGS = ("unit", "mean")
 AGENT_EMBEDDINGS = ("final", "mean")
 VLSTM_DECODERS = ("paper", "action")
 MAX_SEED = 2**63 - 1  # jax.random.key takes a 64-bit signed seed
+MAX_STEPS = 2**31 - 1  # step counters and transition indices are int32 in the compiled program
 
 
 class ConfigAdjusted(UserWarning):
@@ -325,6 +326,9 @@ def validate(config: TrainConfig) -> None:
             f"num_groups: must be between 1 and the number of agents ({n}), got {sharing.num_groups}"
         )
     per_iteration = config.num_envs * config.episode_length
+    if config.total_steps > MAX_STEPS:
+        raise ValueError(f"total_steps: must be at most {MAX_STEPS} (int32 step counter), "
+                         f"got {config.total_steps}")
     if config.total_steps < per_iteration:
         raise ValueError(
             f"total_steps: {config.total_steps} is less than one iteration "
