@@ -501,10 +501,11 @@ def runtime_bad_inputs(tmp: Path) -> list[tuple[str, list[str], str]]:
     return [
         ("divergence", [*base, "--num-envs", "2", "--total-steps", "80", "--lr", "1e30"],
          "diverged at iteration 1: non-finite"),
-        # 2e9 transitions of 20 agents per iteration: petabytes, more than any address space
+        # 2e9 transitions of 80 agents per iteration: hundreds of TiB in one buffer, more than a
+        # 47-bit address space holds, so the allocation fails whatever the memory overcommit policy
         ("out of memory", [*base, "--num-envs", str(2 * 10**8), "--total-steps", str(2 * 10**9),
-                           *[f"--env-param={p}" for p in ("num_agents=20", "field_size=20",
-                                                          "num_food=10", "sight=20")]],
+                           *[f"--env-param={p}" for p in ("num_agents=80", "field_size=50",
+                                                          "num_food=40", "sight=50")]],
          "out of memory"),
     ]
 

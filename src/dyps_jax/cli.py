@@ -490,7 +490,8 @@ def main(argv: list[str] | None = None) -> None:
     if summary["status"] == "interrupted":
         signum = signal.Signals[summary["interrupted_by"]]
         saved = (f"checkpoint and summary saved; continue with: dyps-jax --resume {folder}"
-                 if summary["last_checkpoint"] else f"summary saved in {folder} (checkpoints off)")
+                 if summary["last_checkpoint"] else f"no checkpoint to resume from; summary saved "
+                                                    f"in {folder}")
         console.print(f"{prefix} interrupted by {signum.name} at iteration {summary['iterations']}:"
                       f" {saved}", highlight=False, soft_wrap=True, markup=False)
         sys.exit(128 + signum)
