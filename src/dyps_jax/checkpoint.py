@@ -95,13 +95,16 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any) -> None:
             file.unlink()
 
 
-def _restore_step(mngr: ocp.CheckpointManager, step: int, abstract: Any) -> Any:
+def _restore_step(mngr: ocp.CheckpointManager, step: int, abstract: Any,
+                  warn: Callable[[str], None] | None) -> Any:
     where = f"step {step} from {Path(mngr.directory) / str(step)}"
     checksum = _checksum_file(mngr, step)
     if not checksum.is_file():
-        raise CheckpointError(f"checkpoint: cannot restore {where}: no checksum file "
-                              f"{checksum.name} beside it (saving did not finish)")
-    if checksum.read_text().strip() != _digest(Path(mngr.directory) / str(step)):
+        # Saved by an older dyps-jax, or stopped between Orbax's commit and the checksum: Orbax's
+        # atomic rename still guarantees a complete checkpoint, but it cannot be verified.
+        if warn is not None:
+            warn(f"checkpoint {where} has no checksum ({checksum.name}); restoring it unverified")
+    elif checksum.read_text().strip() != _digest(Path(mngr.directory) / str(step)):
         raise CheckpointError(f"checkpoint: cannot restore {where}: checksum mismatch (its files "
                               f"changed after saving: corrupted or truncated)")
     try:
@@ -120,7 +123,8 @@ def restore(directory: str | Path, like: Any, step: int | None = None, fallback:
     Every checkpoint's files are checked against the checksum saved beside it before they are
     read. A corrupted or unreadable checkpoint raises `CheckpointError` (a ValueError) naming it;
     with `fallback=True` the previous checkpoints are tried instead, newest first, and `warn` is
-    told about each one skipped.
+    told about each one skipped. A checkpoint without a checksum (saved by an older dyps-jax) is
+    restored unverified, and `warn` is told.
     """
     directory = Path(directory).absolute()
     steps = sorted(manager(directory, create=False).all_steps()) if directory.is_dir() else []
@@ -133,7 +137,7 @@ def restore(directory: str | Path, like: Any, step: int | None = None, fallback:
     errors = []
     for candidate in reversed(steps):
         try:
-            return _restore_step(mngr, candidate, abstract)
+            return _restore_step(mngr, candidate, abstract, warn)
         except CheckpointError as err:
             if not fallback:
                 raise

@@ -67,7 +67,6 @@ _HELP = {
     "clip_eps": "PPO clip (Table 6)",
     "gae_lambda": "GAE lambda (Table 6)",
 }
-_RUN_FLAGS = {"quiet", "resume", "resume_fallback", "tensorboard", "progress_every"}
 
 
 def _version() -> str:

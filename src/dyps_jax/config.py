@@ -193,18 +193,33 @@ def make_config(env: str = "lbf-1", method: str | None = None, **overrides: Any)
     return _assemble(preset["name"], preset["env"]["kind"], env_params, values, overrides)
 
 
-def config_from_dict(data: dict[str, Any], **overrides: Any) -> TrainConfig:
+def config_from_dict(data: Any, **overrides: Any) -> TrainConfig:
     """Rebuilds (and re-validates) a configuration saved by `TrainConfig.to_dict` (a run folder's
-    config.json), with optional overrides as in `make_config` (`method=` included)."""
-    try:
-        env = data["env"]
-        name, kind, env_params = env["name"], env["kind"], dict(env["params"])
-        values = {k: v for key in ("ppo", "sharing") for k, v in data[key].items()}
-        values.update({k: v for k, v in data.items() if k not in ("env", "ppo", "sharing")})
-    except (KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"config: not a saved dyps-jax configuration (missing {err})") from None
-    env_params.update(overrides.pop("env_params", None) or {})
-    return _assemble(name, kind, env_params, values, overrides)
+    config.json), with optional overrides as in `make_config` (`method=` included).
+
+    Fields the dict lacks take their defaults (runs written before a field existed); unknown fields,
+    values of the wrong type and invalid values raise ValueError naming them.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"config: expected a JSON object, got {type(data).__name__}")
+    env = data.get("env")
+    if not isinstance(env, dict) or not {"name", "kind", "params"} <= set(env):
+        raise ValueError(f"config.env: expected an object with name, kind and params, got {env!r}")
+    if not isinstance(env["params"], dict):
+        raise ValueError(f"config.env.params: expected an object, got {env['params']!r}")
+    values: dict[str, Any] = {}
+    top = {k: v for k, v in data.items() if k not in ("env", "ppo", "sharing")}
+    for section, fields in ((None, top), ("ppo", data.get("ppo", {})),
+                            ("sharing", data.get("sharing", {}))):
+        where = "config" if section is None else f"config.{section}"
+        if not isinstance(fields, dict):
+            raise ValueError(f"{where}: expected an object, got {fields!r}")
+        for name in fields:
+            if name not in SETTINGS or SETTINGS[name][0] != section:
+                raise ValueError(f"{where}: unknown field {name!r}")
+        values.update(fields)
+    env_params = {**env["params"], **(overrides.pop("env_params", None) or {})}
+    return _assemble(str(env["name"]), str(env["kind"]), env_params, values, overrides)
 
 
 def _assemble(name: str, kind: str, env_params: dict[str, Any], values: dict[str, Any],
@@ -326,6 +341,11 @@ def validate(config: TrainConfig) -> None:
             f"num_groups: must be between 1 and the number of agents ({n}), got {sharing.num_groups}"
         )
     per_iteration = config.num_envs * config.episode_length
+    agent_steps = per_iteration * n
+    if agent_steps > MAX_STEPS:
+        raise ValueError(f"num_envs: one iteration holds num_envs {config.num_envs} x episode "
+                         f"length {config.episode_length} x agents {n} = {agent_steps} agent "
+                         f"transitions; at most {MAX_STEPS} (int32 indices)")
     if config.total_steps > MAX_STEPS:
         raise ValueError(f"total_steps: must be at most {MAX_STEPS} (int32 step counter), "
                          f"got {config.total_steps}")
