@@ -1,22 +1,32 @@
 """Catalogue of bad inputs and unclean stops (issue 12): each must end in a clear error naming the
 value, or be handled as documented, never a traceback or a silently wrong run.
 
-`BAD_INPUTS` lists command lines that must exit 2 with one `dyps-jax: error:` line;
-`python tests/test_robustness.py` runs them all and counts clear errors, tracebacks and silent runs.
+`bad_inputs` lists command lines that must exit 2 with one `dyps-jax: error:` line, and
+`runtime_bad_inputs` two found only while running (divergence, out of memory);
+`python tests/test_robustness.py` runs all of them, each in its own process, and counts clear errors,
+tracebacks and silent runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
 import dyps_jax
-from dyps_jax import envs
+from dyps_jax import checkpoint, envs
+from dyps_jax.cli import main
 from dyps_jax.config import ConfigAdjusted, config_from_dict
+from dyps_jax.train import make_train_fns
 
 # ---------------------------------------------------------------------------- typed env parameters
 
@@ -168,19 +178,6 @@ def test_bad_trips_csv_fails_before_compiling(tmp_path):
 
 
 # ---------------------------------------------------------------------------- the command line
-
-import os  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import jax  # noqa: E402
-
-from dyps_jax import checkpoint  # noqa: E402
-from dyps_jax.cli import main  # noqa: E402
-from dyps_jax.train import make_train_fns  # noqa: E402
-
 
 def _cli(argv, cache: Path, wait: bool = True, timeout: float = 900):
     """Runs `python -m dyps_jax.train argv`; processes of one test module share a compilation
