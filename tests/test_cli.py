@@ -51,7 +51,7 @@ def test_run_writes_complete_run_folder_and_checkpoint_restores(tiny_lbf, tmp_pa
     summary = run(config, quiet=True)
     run_dir = tmp_path / summary["run_dir"].split("/")[-1]
     files = sorted(p.name for p in run_dir.iterdir())
-    assert files == ["checkpoints", "config.json", "metrics.csv", "summary.json"]
+    assert files == ["checkpoints", "config.json", "metrics.csv", "metrics.jsonl", "summary.json"]
     assert json.loads((run_dir / "config.json").read_text())["sharing"]["method"] == "dyps"
     rows = list(csv.DictReader(open(run_dir / "metrics.csv")))
     assert [int(r["iteration"]) for r in rows] == list(range(1, 6))

@@ -4,13 +4,18 @@
 command line calls it with its flags (`--total-steps` -> `total_steps=`). Precedence, lowest first:
 dataclass defaults, the preset's `[train]` table (the paper's Table 6 for that scenario), overrides.
 Every bad value raises `ValueError` naming the field, the value and what is allowed, before anything
-is compiled.
+is compiled. Two settings are adjusted rather than refused, and the configuration records the value
+used: `total_steps` is rounded down to whole iterations and a preset's `batch_size` larger than one
+iteration's transitions is lowered to it (each with a `ConfigAdjusted` warning); an explicit
+`batch_size` override larger than that is an error.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import re
+import warnings
 from typing import Any
 
 from dyps_jax import envs
@@ -20,6 +25,12 @@ SELECTOR_SIGNALS = ("group-advantage", "team-return")
 GROUP_EMBEDDINGS = ("unit", "mean")
 AGENT_EMBEDDINGS = ("final", "mean")
 VLSTM_DECODERS = ("paper", "action")
+MAX_SEED = 2**63 - 1  # jax.random.key takes a 64-bit signed seed
+MAX_STEPS = 2**31 - 1  # step counters and transition indices are int32 in the compiled program
+
+
+class ConfigAdjusted(UserWarning):
+    """A setting was changed to a value the run can use; the configuration records the new one."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,39 +160,88 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
         if isinstance(default, float):
             if isinstance(value, bool):
                 raise TypeError
-            return float(value)
-        if isinstance(default, str):
+            number = float(value)
+        elif isinstance(default, str):
             if not isinstance(value, str):
                 raise TypeError
             return value
-    except (TypeError, ValueError):
+        else:
+            return value
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(
             f"{name}: expected {type(default).__name__}, got {value!r}"
         ) from None
-    return value
+    if not math.isfinite(number):  # would reach config.json as a bare NaN/Infinity
+        raise ValueError(f"{name}: must be a finite number, got {value!r}")
+    return number
 
 
-def make_config(env: str = "lbf-1", method: str = "dyps", **overrides: Any) -> TrainConfig:
+def make_config(env: str = "lbf-1", method: str | None = None, **overrides: Any) -> TrainConfig:
     """Builds and validates a `TrainConfig`.
 
     Args:
       env: a preset name (`lbf-1`, ...) or a path to a scenario TOML file.
-      method: one of `METHODS`.
+      method: one of `METHODS`; None takes the preset's `[train] method`, else "dyps".
       **overrides: any name of `override_names()`, e.g. `total_steps=200_000, lr=3e-4`;
         `env_params={"num_agents": 3}` overrides parameters of the preset's `[env]` table.
     """
-    if method not in METHODS:
-        raise ValueError(f"method: unknown method {method!r}; allowed: {', '.join(METHODS)}")
     preset = envs.load_preset(env)
     env_params = {k: v for k, v in preset["env"].items() if k != "kind"}
     extra_env = overrides.pop("env_params", None) or {}
     if not isinstance(extra_env, dict):
         raise ValueError(f"env_params: expected a dict, got {extra_env!r}")
     env_params.update(extra_env)
-    spec = EnvSpec(name=preset["name"], kind=preset["env"]["kind"], params=env_params)
-    spec.build()  # validates the environment parameters
+    values = dict(preset["train"])
+    if method is not None:
+        values["method"] = method
+    return _assemble(preset["name"], preset["env"]["kind"], env_params, values, overrides)
 
-    values = {**preset["train"], **overrides, "method": method}
+
+def config_from_dict(data: Any, **overrides: Any) -> TrainConfig:
+    """Rebuilds (and re-validates) a configuration saved by `TrainConfig.to_dict` (a run folder's
+    config.json), with optional overrides as in `make_config` (`method=` included).
+
+    Fields the dict lacks take their defaults (runs written before a field existed); unknown fields,
+    values of the wrong type and invalid values raise ValueError naming them.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"config: expected a JSON object, got {type(data).__name__}")
+    env = data.get("env")
+    if not isinstance(env, dict) or not {"name", "kind", "params"} <= set(env):
+        raise ValueError(f"config.env: expected an object with name, kind and params, got {env!r}")
+    if not isinstance(env["params"], dict):
+        raise ValueError(f"config.env.params: expected an object, got {env['params']!r}")
+    values: dict[str, Any] = {}
+    top = {k: v for k, v in data.items() if k not in ("env", "ppo", "sharing")}
+    for section, fields in ((None, top), ("ppo", data.get("ppo", {})),
+                            ("sharing", data.get("sharing", {}))):
+        where = "config" if section is None else f"config.{section}"
+        if not isinstance(fields, dict):
+            raise ValueError(f"{where}: expected an object, got {fields!r}")
+        for name in fields:
+            if name not in SETTINGS or SETTINGS[name][0] != section:
+                raise ValueError(f"{where}: unknown field {name!r}")
+        values.update(fields)
+    env_params = {**env["params"], **(overrides.pop("env_params", None) or {})}
+    return _assemble(str(env["name"]), str(env["kind"]), env_params, values, overrides)
+
+
+def _assemble(name: str, kind: str, env_params: dict[str, Any], values: dict[str, Any],
+              overrides: dict[str, Any]) -> TrainConfig:
+    """Validated TrainConfig from an environment and settings (lowest precedence first)."""
+    if "method" in overrides and overrides["method"] is None:
+        overrides.pop("method")
+    values = {"method": "dyps", **values, **overrides}
+    if values["method"] not in METHODS:
+        raise ValueError(
+            f"method: unknown method {values['method']!r}; allowed: {', '.join(METHODS)}"
+        )
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", str(name)):
+        raise ValueError(f"name: {name!r} must be letters, digits and _ . + - (it names the run "
+                         f"folder, which must stay inside --out)")
+    spec = EnvSpec(name=name, kind=kind, params=envs.core.parse_params(kind, env_params))
+    spec.build()  # validates the environment parameters and reads its files
+
     allowed = set(override_names()) | {"method"}
     unknown = sorted(set(values) - allowed)
     if unknown:
@@ -189,9 +249,9 @@ def make_config(env: str = "lbf-1", method: str = "dyps", **overrides: Any) -> T
             f"unknown setting(s) {unknown}; allowed: {', '.join(sorted(allowed - {'method'}))}"
         )
     sections: dict[str | None, dict[str, Any]] = {None: {}, "ppo": {}, "sharing": {}}
-    for name, value in values.items():
-        section, default = SETTINGS[name]
-        sections[section][name] = _coerce(name, value, default)
+    for key, value in values.items():
+        section, default = SETTINGS[key]
+        sections[section][key] = _coerce(key, value, default)
     config = TrainConfig(
         env=spec,
         ppo=PPOConfig(**sections["ppo"]),
@@ -199,6 +259,32 @@ def make_config(env: str = "lbf-1", method: str = "dyps", **overrides: Any) -> T
         **sections[None],
     )
     validate(config)
+    return _fit_to_iterations(config, explicit_batch="batch_size" in overrides)
+
+
+def _fit_to_iterations(config: TrainConfig, explicit_batch: bool) -> TrainConfig:
+    """Rounds total_steps down to whole iterations and fits batch_size into one iteration."""
+    per_iteration = config.num_envs * config.episode_length
+    total = config.num_iterations * per_iteration
+    if total != config.total_steps:
+        warnings.warn(ConfigAdjusted(
+            f"total_steps: {config.total_steps} is not a multiple of one iteration "
+            f"({per_iteration} env steps); running {config.num_iterations} iterations = {total} "
+            f"steps (recorded in config.json)"), stacklevel=3)
+        config = dataclasses.replace(config, total_steps=total)
+    if config.ppo.batch_size > per_iteration:
+        if explicit_batch:
+            raise ValueError(
+                f"batch_size: {config.ppo.batch_size} is more than the transitions of one "
+                f"iteration (num_envs {config.num_envs} x episode length {config.episode_length} "
+                f"= {per_iteration}); allowed: 1..{per_iteration}"
+            )
+        warnings.warn(ConfigAdjusted(
+            f"batch_size: the preset's {config.ppo.batch_size} is more than one iteration's "
+            f"{per_iteration} transitions; using {per_iteration} (recorded in config.json)"),
+            stacklevel=3)
+        config = dataclasses.replace(
+            config, ppo=dataclasses.replace(config.ppo, batch_size=per_iteration))
     return config
 
 
@@ -210,6 +296,8 @@ def validate(config: TrainConfig) -> None:
         num_envs=config.num_envs,
         log_every=config.log_every,
     )
+    if not 0 <= config.seed <= MAX_SEED:
+        raise ValueError(f"seed: must be in 0..{MAX_SEED}, got {config.seed}")
     if config.checkpoint_every < 0:
         raise ValueError(f"checkpoint_every: must be >= 0, got {config.checkpoint_every}")
     ppo, sharing = config.ppo, config.sharing
@@ -259,6 +347,14 @@ def validate(config: TrainConfig) -> None:
             f"num_groups: must be between 1 and the number of agents ({n}), got {sharing.num_groups}"
         )
     per_iteration = config.num_envs * config.episode_length
+    agent_steps = per_iteration * n
+    if agent_steps > MAX_STEPS:
+        raise ValueError(f"num_envs: one iteration holds num_envs {config.num_envs} x episode "
+                         f"length {config.episode_length} x agents {n} = {agent_steps} agent "
+                         f"transitions; at most {MAX_STEPS} (int32 indices)")
+    if config.total_steps > MAX_STEPS:
+        raise ValueError(f"total_steps: must be at most {MAX_STEPS} (int32 step counter), "
+                         f"got {config.total_steps}")
     if config.total_steps < per_iteration:
         raise ValueError(
             f"total_steps: {config.total_steps} is less than one iteration "

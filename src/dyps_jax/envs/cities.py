@@ -28,6 +28,7 @@ Synthetic city (distances in km, POI areas in square feet as in Chang et al., dw
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -213,8 +214,12 @@ def load_city(path: str | Path) -> City:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"city file: {str(path)!r} does not exist")
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {name: np.asarray(data[name]) for name in data.files}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: np.asarray(data[name]) for name in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"city file: {str(path)!r} is not a readable .npz archive "
+                         f"({type(err).__name__}: {err})") from None
     required = ("population", "age_shares", "poi_area", "poi_dwell", "edge_cbg", "edge_poi",
                 "edge_prob", "hourly", "mobility")
     for name in required:

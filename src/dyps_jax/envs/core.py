@@ -29,6 +29,8 @@ import jax
 import numpy as np
 from flax import struct
 
+from dyps_jax.envs import params
+
 
 @struct.dataclass
 class TimeStep:
@@ -139,6 +141,14 @@ def register(kind: str) -> Callable[[type], type]:
             raise TypeError(f"environment class {cls.__name__} must be a dataclass")
         _REGISTRY[kind] = cls
         setattr(cls, "kind", kind)  # noqa: B010  (a class attribute every instance reads)
+        own_checks = cls.__dict__.get("__post_init__")
+
+        def __post_init__(self) -> None:
+            params.check_fields(self)  # declared types and ranges first, then the class's own
+            if own_checks is not None:
+                own_checks(self)
+
+        setattr(cls, "__post_init__", __post_init__)  # noqa: B010
         return cls
 
     return decorator
@@ -208,18 +218,18 @@ def load_preset(name_or_path: str | Path) -> dict[str, Any]:
     return {"name": str(data.get("name", path.stem)), "env": dict(env), "train": dict(train)}
 
 
-def build(kind: str, params: dict[str, Any]) -> Environment:
-    """Constructs an environment of a registered kind; validates parameter names and values."""
+def parse_params(kind: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Parameter values (from TOML, the command line or `make`) converted to the types the
+    environment kind declares: `"False"`/`"no"` are False, `"3"` is 3 for an integer parameter."""
     if kind not in _REGISTRY:
         raise ValueError(f"env.kind: unknown environment kind {kind!r}; allowed: {env_kinds()}")
-    cls = _REGISTRY[kind]
-    fields = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(params) - fields)
-    if unknown:
-        raise ValueError(
-            f"env: unknown parameter(s) {unknown} for kind {kind!r}; allowed: {sorted(fields)}"
-        )
-    return cls(**params)
+    return params.parse_params(_REGISTRY[kind], values)
+
+
+def build(kind: str, values: dict[str, Any]) -> Environment:
+    """Constructs an environment of a registered kind; parses and validates every parameter (type,
+    range, then the kind's own checks, which read any file input) before anything is compiled."""
+    return _REGISTRY[kind](**parse_params(kind, values))
 
 
 def make(name_or_path: str | Path, **overrides: Any) -> Environment:

@@ -41,7 +41,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from dyps_jax.envs.core import TimeStep, check_positive, register
+from dyps_jax.envs.core import TimeStep, register
+from dyps_jax.envs.params import param
 
 # Row/column offset of each action: noop, north, south, west, east, load.
 _MOVES = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1], [0, 0]], dtype=np.int32)
@@ -89,15 +90,16 @@ class LevelBasedForaging:
     eaten foods as (-1, -1, 0), and the fraction of the episode elapsed (`step_count / max_steps`).
     """
 
-    field_size: int = 10
-    num_agents: int = 6
-    num_food: int = 4
-    sight: int = 10
-    max_steps: int = 50
-    min_player_level: int = 1
-    max_player_level: int = 3
-    min_food_level: int = 1
-    max_food_level: int | None = None  # None: sum of the 3 lowest agent levels, as the reference
+    field_size: int = param(10, ge=3)  # food is placed off the border
+    num_agents: int = param(6, ge=1)
+    num_food: int = param(4, ge=1)
+    sight: int = param(10, ge=1)
+    max_steps: int = param(50, ge=1)
+    min_player_level: int = param(1, ge=1)
+    max_player_level: int = param(3, ge=1)
+    min_food_level: int = param(1, ge=1)
+    # None: sum of the 3 lowest agent levels, as the reference
+    max_food_level: int | None = param(None, ge=1)
     force_coop: bool = False
     fixed_levels: bool = True
     observe_levels: bool = False
@@ -109,29 +111,12 @@ class LevelBasedForaging:
     pointer_layout = None
 
     def __post_init__(self) -> None:
-        for name in ("field_size", "num_agents", "num_food", "sight", "max_steps",
-                     "min_player_level", "max_player_level", "min_food_level"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"env.{name}: must be an integer, got {value!r}")
-        check_positive(
-            "env", field_size=self.field_size, num_agents=self.num_agents, num_food=self.num_food,
-            sight=self.sight, max_steps=self.max_steps, min_player_level=self.min_player_level,
-            max_player_level=self.max_player_level, min_food_level=self.min_food_level,
-        )
-        if self.field_size < 3:
-            raise ValueError(
-                f"env.field_size: must be >= 3 (food is placed off the border), "
-                f"got {self.field_size}"
-            )
         if self.min_player_level > self.max_player_level:
             raise ValueError(
                 f"env.min_player_level: must be <= max_player_level ({self.max_player_level}), "
                 f"got {self.min_player_level}"
             )
-        if self.max_food_level is not None and (
-            not isinstance(self.max_food_level, int) or self.max_food_level < self.min_food_level
-        ):
+        if self.max_food_level is not None and self.max_food_level < self.min_food_level:
             raise ValueError(
                 f"env.max_food_level: must be None or an integer >= min_food_level "
                 f"({self.min_food_level}), got {self.max_food_level!r}"

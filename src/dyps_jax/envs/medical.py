@@ -39,7 +39,8 @@ import numpy as np
 from flax import struct
 
 from dyps_jax.envs.cities import City, generate_city, load_city
-from dyps_jax.envs.core import TimeStep, check_positive, register
+from dyps_jax.envs.core import TimeStep, register
+from dyps_jax.envs.params import param
 
 LATENT_HOURS = 96.0  # mean L -> I
 INFECTIOUS_HOURS = 84.0  # mean I -> R
@@ -143,18 +144,19 @@ class VaccineAllocation:
     `num_cbgs` CBGs and `num_pois` POIs.
     """
 
-    num_cbgs: int = 3130
-    num_pois: int = 20000
-    city_seed: int = 0
+    num_cbgs: int = param(3130, ge=1)
+    num_pois: int = param(20000, ge=1)
+    city_seed: int = param(0, ge=0)
     city_path: str = ""
-    num_days: int = 63
-    daily_budget: float = 0.01
+    num_days: int = param(63, ge=1)
+    daily_budget: float = param(0.01, gt=0.0, le=1.0)  # a fraction of the population per day
     stochastic: bool = False
     vaccinate: bool = True
-    v0: float = 0.215  # calibrated: ~2.7 % of the synthetic Atlanta infected without vaccine
-    psi: float = 2388.0
-    beta_base: float = 0.0037
-    initial_exposed: float = 2e-4
+    # calibrated: ~2.7 % of the synthetic Atlanta infected without vaccine
+    v0: float = param(0.215, gt=0.0)
+    psi: float = param(2388.0, gt=0.0)
+    beta_base: float = param(0.0037, ge=0.0)
+    initial_exposed: float = param(2e-4, gt=0.0, le=1.0)
     prevented_metric: bool = True
 
     num_actions = 1
@@ -165,24 +167,8 @@ class VaccineAllocation:
     global_state_dim = 8
 
     def __post_init__(self) -> None:
-        for name in ("num_cbgs", "num_pois", "city_seed", "num_days"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"env.{name}: must be an integer, got {value!r}")
-        check_positive("env", num_cbgs=self.num_cbgs, num_pois=self.num_pois,
-                       num_days=self.num_days, daily_budget=self.daily_budget, v0=self.v0,
-                       psi=self.psi, initial_exposed=self.initial_exposed)
-        if not isinstance(self.city_path, str):
-            raise ValueError(f"env.city_path: must be a string, got {self.city_path!r}")
-        for name in ("stochastic", "vaccinate", "prevented_metric"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"env.{name}: must be true or false, got {getattr(self, name)!r}")
-        if not 0 <= self.beta_base:
-            raise ValueError(f"env.beta_base: must be >= 0, got {self.beta_base!r}")
-        for name in ("daily_budget", "initial_exposed"):
-            if getattr(self, name) > 1:
-                raise ValueError(f"env.{name}: must be a fraction in (0, 1], "
-                                 f"got {getattr(self, name)!r}")
+        if self.city_path:  # read and checked now, so a bad file fails before compiling
+            city_for(self.num_cbgs, self.num_pois, self.city_seed, self.city_path, self.num_days)
 
     # ------------------------------------------------------------ city constants
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from importlib import resources
+from pathlib import Path
 
 import chex
 import jax
@@ -36,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from dyps_jax.envs.core import TimeStep, check_positive, register
+from dyps_jax.envs.core import TimeStep, register
 from dyps_jax.envs.hexgrid import HexGrid
 from dyps_jax.envs.orders import (
     OrderBatch,
@@ -46,6 +47,7 @@ from dyps_jax.envs.orders import (
     paper_rates,
     slot_mask,
 )
+from dyps_jax.envs.params import param
 
 CITIES = ("rh1_36", "rh2_100")
 DEMANDS = ("poisson", "replay", "gravity")
@@ -64,6 +66,27 @@ def paper_city(name: str) -> tuple[np.ndarray, np.ndarray]:
     path = resources.files("dyps_jax") / "data" / "ridehailing_order_streams.npz"
     with resources.as_file(path) as file, np.load(file) as data:
         return data[f"{name}_orders"], data[f"{name}_lambda"]
+
+
+def _trips(path: str, num_cells: int, horizon: int, max_duration: int) -> np.ndarray:
+    """The checked order stream f64[M, 5] of a trip table, read once per file version."""
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"env.trips_path: trip table {path!r} does not exist")
+    stat = file.stat()
+    return _trips_cached(str(file.resolve()), stat.st_mtime_ns, stat.st_size, num_cells, horizon,
+                         max_duration)
+
+
+@functools.lru_cache(maxsize=4)
+def _trips_cached(path: str, _mtime: int, _size: int, num_cells: int, horizon: int,
+                  max_duration: int) -> np.ndarray:
+    from dyps_jax.envs.trips import load_trips_csv
+
+    try:
+        return load_trips_csv(path, num_cells, horizon, max_duration)
+    except UnicodeDecodeError as err:
+        raise ValueError(f"env.trips_path: {path!r} is not a text CSV file ({err})") from None
 
 
 @struct.dataclass
@@ -106,47 +129,42 @@ class RideHailing:
     `trips_path`), "gravity" (`gravity.GravityDemand`, a richer generator).
     """
 
-    rows: int = 6
-    cols: int = 6
-    city: str = "rh1_36"
-    demand: str = "poisson"
-    trips_path: str = ""
-    city_seed: int = 0
-    base_low: int = 2
-    base_high: int = 9
-    max_duration: int = 3
-    horizon: int = 144
-    drivers_per_cell: int = 10
-    max_candidates: int = 50
-    reward_scale: float = 0.02
-    gravity_mean_rate: float = 5.0
-    gravity_correlation_length: float = 2.0
-    gravity_peak_strength: float = 1.5
-    gravity_decay: float = 2.0
+    rows: int = param(6, ge=1)
+    cols: int = param(6, ge=1)
+    city: str = param("rh1_36", choices=(*CITIES, ""))
+    demand: str = param("poisson", choices=DEMANDS)
+    trips_path: str = ""  # a trip table (trips.py) replayed when demand = "replay"
+    city_seed: int = param(0, ge=0)
+    base_low: int = param(2, ge=0)
+    base_high: int = param(9, ge=0)
+    max_duration: int = param(3, ge=1)
+    horizon: int = param(144, ge=1)
+    drivers_per_cell: int = param(10, ge=0)
+    max_candidates: int = param(50, ge=2)  # even: two steps of K/2 orders
+    reward_scale: float = param(0.02, gt=0.0)
+    gravity_mean_rate: float = param(5.0, gt=0.0)
+    gravity_correlation_length: float = param(2.0, gt=0.0)
+    gravity_peak_strength: float = param(1.5, ge=0.0)
+    gravity_decay: float = param(2.0, ge=0.0)
 
     action_kind = "pointer"
     agent_types = None  # cells have no hidden type
 
     def __post_init__(self) -> None:
-        for name in ("rows", "cols", "city_seed", "base_low", "base_high", "max_duration",
-                     "horizon", "drivers_per_cell", "max_candidates"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"env.{name}: must be an integer, got {value!r}")
-        check_positive("env", rows=self.rows, cols=self.cols, horizon=self.horizon,
-                       max_candidates=self.max_candidates, max_duration=self.max_duration)
         if self.max_candidates % 2:
             raise ValueError(f"env.max_candidates: must be even (two steps of K/2 orders), "
                              f"got {self.max_candidates}")
-        if self.drivers_per_cell < 0:
-            raise ValueError(f"env.drivers_per_cell: must be >= 0, got {self.drivers_per_cell}")
-        if self.demand not in DEMANDS:
-            raise ValueError(f"env.demand: unknown {self.demand!r}; allowed: {', '.join(DEMANDS)}")
-        if self.city and self.city not in CITIES:
-            raise ValueError(f"env.city: unknown city {self.city!r}; allowed: "
-                             f"{', '.join(CITIES)} or ''")
+        if self.base_low > self.base_high:
+            raise ValueError(f"env.base_low: must be <= base_high ({self.base_high}), "
+                             f"got {self.base_low}")
         if self.demand == "replay" and not (self.city or self.trips_path):
             raise ValueError("env.demand: 'replay' needs env.city or env.trips_path")
+        if self.trips_path:
+            if self.demand != "replay":
+                raise ValueError(f"env.trips_path: a trip table is only replayed with "
+                                 f"demand = 'replay', got demand = {self.demand!r}")
+            # Read and checked now, so a bad file fails before anything is compiled.
+            _trips(self.trips_path, self.num_cells, self.horizon, self.max_duration)
         if self.city and not self.trips_path and self.demand != "gravity":
             _, rates = paper_city(self.city)
             if rates.shape != (self.horizon, self.num_cells):
@@ -358,9 +376,7 @@ def _demand_model(env: RideHailing):
         )
     if env.demand == "replay":
         if env.trips_path:
-            from dyps_jax.envs.trips import load_trips_csv
-
-            stream = load_trips_csv(env.trips_path, env.num_cells, env.horizon, env.max_duration)
+            stream = _trips(env.trips_path, env.num_cells, env.horizon, env.max_duration)
             return ReplayDemand(stream, env.num_cells, env.horizon, env.max_duration)
         stream, rates = paper_city(env.city)
         return ReplayDemand(stream, env.num_cells, env.horizon, env.max_duration, rates)

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from dyps_jax.envs.core import TimeStep, check_positive, register
+from dyps_jax.envs.core import TimeStep, register
+from dyps_jax.envs.params import param
 
 
 @struct.dataclass
@@ -34,21 +35,15 @@ class RoleGameState:
 @register("rolegame")
 @dataclasses.dataclass(frozen=True)
 class RoleGame:
-    num_agents: int = 8
-    num_types: int = 4
-    num_cues: int = 4
-    max_steps: int = 8
+    num_agents: int = param(8, ge=1)
+    num_types: int = param(4, ge=1)
+    num_cues: int = param(4, ge=1)
+    max_steps: int = param(8, ge=1)
 
     action_kind = "categorical"
     pointer_layout = None
 
     def __post_init__(self) -> None:
-        for name in ("num_agents", "num_types", "num_cues", "max_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"env.{name}: must be an integer, got {value!r}")
-        check_positive("env", num_agents=self.num_agents, num_types=self.num_types,
-                       num_cues=self.num_cues, max_steps=self.max_steps)
         if self.num_types > self.num_agents:
             raise ValueError(
                 f"env.num_types: every type needs an agent, so at most num_agents "

@@ -36,7 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from dyps_jax.envs.core import TimeStep, check_positive, register
+from dyps_jax.envs.core import TimeStep, register
+from dyps_jax.envs.params import param
 
 NOOP, FORWARD, TURN_LEFT, TURN_RIGHT, TOGGLE_LOAD = range(5)
 UP, DOWN, LEFT, RIGHT = range(4)
@@ -87,32 +88,21 @@ class ColouredWarehouse:
     Coordinates are raw cell coordinates, as in the reference's observations.
     """
 
-    shelf_columns: int = 3
-    shelf_rows: int = 2
-    column_height: int = 8
-    num_agents: int = 8
-    request_queue_size: int = 4
-    max_steps: int = 500
-    num_colours: int = 2
+    shelf_columns: int = param(3, ge=1)
+    shelf_rows: int = param(2, ge=1)
+    column_height: int = param(8, ge=1)
+    num_agents: int = param(8, ge=1)
+    request_queue_size: int = param(4, ge=1)
+    max_steps: int = param(500, ge=1)
+    num_colours: int = param(2, ge=1)
     load_gate: bool = False
-    sensor_range: int = 1
+    sensor_range: int = param(1, ge=1)
 
     action_kind = "categorical"
     num_actions = 5
     pointer_layout = None
 
     def __post_init__(self):
-        check_positive(
-            "env",
-            shelf_columns=self.shelf_columns,
-            shelf_rows=self.shelf_rows,
-            column_height=self.column_height,
-            num_agents=self.num_agents,
-            request_queue_size=self.request_queue_size,
-            max_steps=self.max_steps,
-            num_colours=self.num_colours,
-            sensor_range=self.sensor_range,
-        )
         if self.shelf_columns % 2 != 1:
             raise ValueError(
                 f"env.shelf_columns: must be odd (the goal queue is the middle column), "
