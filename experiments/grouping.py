@@ -38,7 +38,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
                                    "selector_signal": "group-advantage", "group_balance_coef": 0.0}),
     "+ unit z_g": ("dyps", {"group_balance_coef": 0.0, "group_response_coef": 0.0}),
     "+ group balance": ("dyps", {"group_response_coef": 0.0}),
-    "+ group response (default)": ("dyps", {}),
+    "+ group response": ("dyps", {"group_response_coef": 1.0}),
     "+ VLSTM decoder sees a_t": ("dyps", {"vlstm_decoder": "action"}),
     "ps": ("ps", {}),
     "ps-id": ("ps-id", {}),

@@ -78,7 +78,7 @@ def _short_config(path_or_env, method="dyps", iterations=2, **kw):
 
 
 def test_grouping_diagnostics_are_logged(tiny_lbf):
-    config = _short_config(tiny_lbf, num_groups=3, iterations=3)
+    config = _short_config(tiny_lbf, num_groups=3, iterations=3, group_response_coef=1.0)
     _, metrics = jax.jit(dyps_jax.make_train(config))(jax.random.key(0))
     sizes = sum(np.asarray(metrics[f"group_size_{m}"]) for m in range(3))
     np.testing.assert_allclose(sizes, 4.0)  # four agents per environment
@@ -88,7 +88,7 @@ def test_grouping_diagnostics_are_logged(tiny_lbf):
     # LBF's fixed levels are the agents' true types
     assert np.all((metrics["type_ari"] >= -1) & (metrics["type_ari"] <= 1))
     assert np.all((metrics["type_purity"] > 0) & (metrics["type_purity"] <= 1))
-    assert np.all(np.isfinite(metrics["response_loss"]))  # the group response is on by default
+    assert np.all(np.isfinite(metrics["response_loss"]))
 
 
 def test_no_type_metrics_without_types(tiny_ridehailing):
