@@ -258,3 +258,38 @@ def validate(config: TrainConfig) -> None:
             f"total_steps: {config.total_steps} is less than one iteration "
             f"(num_envs {config.num_envs} x episode length {config.episode_length} = {per_iteration})"
         )
+
+
+def config_from_dict(data: Any) -> TrainConfig:
+    """Rebuilds a `TrainConfig` from `TrainConfig.to_dict()` (a run folder's config.json).
+
+    Fields the dict lacks take their defaults (runs written before a field existed); unknown fields,
+    values of the wrong type and invalid values raise ValueError naming them.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"config: expected a JSON object, got {type(data).__name__}")
+    env = data.get("env")
+    if not isinstance(env, dict) or not {"name", "kind", "params"} <= set(env):
+        raise ValueError(f"config.env: expected an object with name, kind and params, got {env!r}")
+    if not isinstance(env["params"], dict):
+        raise ValueError(f"config.env.params: expected an object, got {env['params']!r}")
+    spec = EnvSpec(name=str(env["name"]), kind=str(env["kind"]), params=dict(env["params"]))
+    spec.build()  # validates the kind and its parameters
+    sections: dict[str | None, dict[str, Any]] = {None: {}, "ppo": {}, "sharing": {}}
+    top = {k: v for k, v in data.items() if k not in ("env", "ppo", "sharing")}
+    for section, values in ((None, top), ("ppo", data.get("ppo", {})), ("sharing",
+                                                                       data.get("sharing", {}))):
+        where = "config" if section is None else f"config.{section}"
+        if not isinstance(values, dict):
+            raise ValueError(f"{where}: expected an object, got {values!r}")
+        for name, value in values.items():
+            if name not in SETTINGS or SETTINGS[name][0] != section:
+                raise ValueError(f"{where}: unknown field {name!r}")
+            sections[section][name] = _coerce(name, value, SETTINGS[name][1])
+    method = sections["sharing"].get("method", SharingConfig.method)
+    if method not in METHODS:
+        raise ValueError(f"method: unknown method {method!r}; allowed: {', '.join(METHODS)}")
+    config = TrainConfig(env=spec, ppo=PPOConfig(**sections["ppo"]),
+                         sharing=SharingConfig(**sections["sharing"]), **sections[None])
+    validate(config)
+    return config
