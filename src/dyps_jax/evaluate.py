@@ -41,12 +41,12 @@ _MEDICAL_NAMES = {"infections": "new_infections", "doses_used": "doses",
                   "confirmed": "new_confirmed", "deaths": "deaths"}
 
 
-def _episode_totals(env, policy, seed: int, episodes: int,
-                    assign: Callable[[jax.Array], Any] | None = None) -> dict[str, np.ndarray]:
-    """Runs `episodes` episodes of at most `env.max_steps` steps; per-episode metric totals.
+def _rollout_totals(env, policy, keys: jax.Array,
+                    assign: Callable[[jax.Array], Any] | None = None) -> dict[str, jax.Array]:
+    """One episode per key (at most `env.max_steps` steps): per-episode metric totals, f32[K].
 
     `policy(key, timestep, state, context) -> actions`, `context = assign(key)` drawn once per
-    episode (a learned policy's groups; None for rules). Adds `return`, the team return.
+    episode (a learned policy's groups; None for rules). Adds `return`, the team return. Pure.
     """
 
     def one(key):
@@ -67,9 +67,21 @@ def _episode_totals(env, policy, seed: int, episodes: int,
         _, metrics = jax.lax.scan(body, carry, jax.random.split(k_run, env.max_steps))
         return jax.tree.map(lambda x: x.sum(0), metrics)
 
-    keys = jax.random.split(jax.random.PRNGKey(seed), episodes)
-    out = jax.jit(jax.vmap(one))(keys)
-    return {k: np.asarray(v, np.float64) for k, v in out.items()}
+    return jax.vmap(one)(keys)
+
+
+def _episode_keys(seed: int, episodes: int) -> jax.Array:
+    return jax.random.split(jax.random.PRNGKey(seed), episodes)
+
+
+def _numpy(totals: dict[str, jax.Array]) -> dict[str, np.ndarray]:
+    return {k: np.asarray(v, np.float64) for k, v in totals.items()}
+
+
+def _episode_totals(env, policy, seed: int, episodes: int) -> dict[str, np.ndarray]:
+    """`_rollout_totals` of a rule policy on `episodes` keys from `seed`, jitted, as numpy."""
+    keys = _episode_keys(seed, episodes)
+    return _numpy(jax.jit(lambda k: _rollout_totals(env, policy, k))(keys))
 
 
 def _rule_policy(rule, env):
@@ -82,31 +94,35 @@ def _mean_std(result: dict, name: str, values: np.ndarray) -> None:
     result[f"{name}_std"] = float(values.std())
 
 
-def _summarise(kind: str, env, spec: dict, policy, assign, seed: int, episodes: int,
-               header: dict) -> dict[str, Any]:
-    """Runs the episodes and formats the figures of the module docstring."""
-    if kind == "medical":
-        spec = {**spec, "prevented_metric": False}  # the same-seed counterfactual replaces it
-        env = core.build(kind, spec)
-    totals = _episode_totals(env, policy(env), seed, episodes, assign)
+def _eval_spec(kind: str, spec: dict) -> dict:
+    # Medical: the same-seed no-vaccine counterfactual replaces the environment's own metric.
+    return {**spec, "prevented_metric": False} if kind == "medical" else spec
+
+
+def _no_vaccine(kind: str, spec: dict, seed: int, episodes: int) -> dict[str, np.ndarray] | None:
+    """Medical: the no-vaccine rule's totals on the evaluation keys (None for other kinds)."""
+    if kind != "medical":
+        return None
+    rule = RULES[kind]["none"]
+    env = core.build(kind, {**spec, **rule.env_overrides})
+    return _episode_totals(env, _rule_policy(rule, env), seed, episodes)
+
+
+def _format(kind: str, env, totals: dict[str, np.ndarray], baseline, header: dict) -> dict:
+    """The figures of the module docstring from per-episode totals (and the medical baseline)."""
+    totals = dict(totals)
     result = dict(header)
     if kind == "ridehailing":
         result["demand"] = env.demand
+    _mean_std(result, "return", totals.pop("return"))
     if kind != "medical":
-        _mean_std(result, "return", totals.pop("return"))
         for name in sorted(totals):
             _mean_std(result, name, totals[name])
         return result
-    if env.vaccinate:
-        none = core.build(kind, {**spec, **RULES[kind]["none"].env_overrides})
-        baseline = _episode_totals(none, _rule_policy(RULES[kind]["none"], none), seed, episodes)
-    else:
-        baseline = totals
     population = float(np.sum(env.population))
     prevented = baseline["new_infections"] - totals["new_infections"]
     no_vaccine = float(baseline["new_infections"].mean())
     result["stochastic"] = bool(env.stochastic)
-    _mean_std(result, "return", totals["return"])
     _mean_std(result, "infections", totals["new_infections"])
     _mean_std(result, "prevented_infections", prevented)
     result["prevented_fraction"] = float(prevented.mean()) / no_vaccine if no_vaccine > 0 else 0.0
@@ -132,11 +148,64 @@ def evaluate_rule(env_name_or_path: str, policy: str, seed: int = 0, episodes: i
     spec = core.load_preset(env_name_or_path)["env"]
     kind = spec.pop("kind")
     rule = get_rule(kind, policy)
-    spec.update(env_overrides, **rule.env_overrides)
+    spec = _eval_spec(kind, {**spec, **env_overrides, **rule.env_overrides})
     env = core.build(kind, spec)
+    totals = _episode_totals(env, _rule_policy(rule, env), seed, episodes)
+    baseline = totals if kind == "medical" and not env.vaccinate else _no_vaccine(
+        kind, spec, seed, episodes)
     header = {"env": str(env_name_or_path), "policy": policy, "seed": seed, "episodes": episodes}
-    return _summarise(kind, env, spec, lambda e: _rule_policy(rule, e), None, seed, episodes,
-                      header)
+    return _format(kind, env, totals, baseline, header)
+
+
+def evaluate_states(config, states, episodes: int = 1, greedy: bool = False, seed: int = 0,
+                    **env_overrides: Any) -> list[dict[str, Any]]:
+    """Evaluates a batch of train states of one config, e.g. the seeds of a vmapped `make_train`.
+
+    Args:
+      config: the `TrainConfig` the states were trained with.
+      states: a `TrainState` whose leaves carry a leading seed axis [S].
+      episodes, greedy, seed: K episodes per state (the same keys for every state), policy modes.
+      env_overrides: replace parameters of the scenario (e.g. `demand="replay"`).
+
+    Returns one result per state (the figures of the module docstring, plus method, env, greedy,
+    seed, episodes and `per_episode`: each metric's K episode totals). All states run in one
+    jitted call, vmapped over the seed axis.
+    """
+    from dyps_jax.config import EnvSpec
+    from dyps_jax.policy import make_policy
+
+    _check_episodes(episodes)
+    kind = config.env.kind
+    if env_overrides.get("demand") == "replay" and kind != "ridehailing":
+        raise ValueError(f"replay: only ride-hailing has a recorded day; {config.env.name} is "
+                         f"{kind}")
+    spec = _eval_spec(kind, {**config.env.params, **env_overrides})
+    env = core.build(kind, spec)  # validates the overrides
+    eval_config = dataclasses.replace(config, env=EnvSpec(config.env.name, kind, spec))
+    keys = _episode_keys(seed, episodes)
+
+    def totals(state):
+        learned = make_policy(eval_config, state, greedy=greedy)
+
+        def policy(key, ts, env_state, groups):
+            return learned.act(key, ts.obs, ts.action_mask, groups)
+
+        return _rollout_totals(env, policy, keys, learned.assign)
+
+    per_seed = _numpy(jax.jit(jax.vmap(totals))(states))
+    baseline = _no_vaccine(kind, spec, seed, episodes)
+    header = {"env": config.env.name, "method": config.method, "greedy": greedy, "seed": seed,
+              "episodes": episodes}
+    results = []
+    for i in range(len(per_seed["return"])):
+        seed_totals = {k: v[i] for k, v in per_seed.items()}
+        result = _format(kind, env, seed_totals, baseline, header)
+        result["per_episode"] = {k: v.tolist() for k, v in seed_totals.items()}
+        if baseline is not None:
+            result["per_episode"]["prevented_infections"] = (
+                baseline["new_infections"] - seed_totals["new_infections"]).tolist()
+        results.append(result)
+    return results
 
 
 def load_run(run_dir: str | Path, step: int | None = None):
@@ -186,27 +255,14 @@ def evaluate_run(run_dir: str | Path, step: int | None = None, episodes: int = 1
     run, env, method, checkpoint step, training iteration and env steps, greedy, seed, episodes and
     the figures of the module docstring. Raises ValueError for a bad run folder (see `load_run`).
     """
-    from dyps_jax.config import EnvSpec
-    from dyps_jax.policy import make_policy
-
     _check_episodes(episodes)
     config, state, step = load_run(run_dir, step)
-    kind = config.env.kind
-    if env_overrides.get("demand") == "replay" and kind != "ridehailing":
-        raise ValueError(f"replay: only ride-hailing runs have a recorded day; {run_dir} is {kind}")
-    spec = {**config.env.params, **env_overrides}
-    env = core.build(kind, spec)  # validates the overrides
-    eval_config = dataclasses.replace(config, env=EnvSpec(config.env.name, kind, spec))
-    learned = make_policy(eval_config, state, greedy=greedy)
-
-    def policy(env):
-        return lambda key, ts, state, groups: learned.act(key, ts.obs, ts.action_mask, groups)
-
-    header = {"run": str(run_dir), "env": config.env.name, "method": config.method,
-              "checkpoint": step, "iteration": int(state.iteration),
-              "env_steps": int(state.env_steps), "greedy": greedy, "seed": seed,
-              "episodes": episodes}
-    return _summarise(kind, env, spec, policy, learned.assign, seed, episodes, header)
+    batch = jax.tree.map(lambda x: x[None], state)
+    (result,) = evaluate_states(config, batch, episodes, greedy, seed, **env_overrides)
+    del result["per_episode"]
+    header = {"run": str(run_dir), "checkpoint": step, "iteration": int(state.iteration),
+              "env_steps": int(state.env_steps)}
+    return {**header, **result}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ group when `greedy` is set.
 
 Actions. Sampled: a draw from the policy distribution (as in training). Greedy: its mode, i.e. the
 most likely action (categorical), the mean (Gaussian), or for the ride-hailing pointer head the most
-likely draw sequence: orders by descending logit while they beat the "stay" slot, then stays.
+likely draw sequence (`pointer_mode`).
 """
 
 from __future__ import annotations
@@ -38,18 +38,36 @@ from dyps_jax.train import group_probabilities, policy_network
 def pointer_mode(dist: PointerDraws) -> jax.Array:
     """The most likely draw sequence of a pointer head: int32[..., D].
 
-    Draw d takes the best order not drawn yet when its logit beats the stay slot's, else stays;
-    once one draw stays every later one does (the remaining orders only get worse).
+    Taking an order removes its mass from every later draw's softmax, so the most likely sequence
+    is not the draw-by-draw argmax: it takes the k best orders (by descending logit, which makes
+    each later denominator as small as possible) and then stays, for the k in 0..min(D, orders)
+    whose sequence log-probability is largest (stays between orders would face larger
+    denominators, so they all come last).
     """
     stay, orders = dist.logits[..., 0], dist.logits[..., 1:]
+    valid = dist.slot_mask[..., 1:]
     num_orders, num_draws = orders.shape[-1], dist.draw_mask.shape[-1]
-    worth = dist.slot_mask[..., 1:] & (orders > stay[..., None])
-    order = descending_order(orders, worth)  # entries == num_orders past the worthwhile orders
+    order = descending_order(orders, valid)  # entries == num_orders past the valid orders
+    ranked = jnp.where(order < num_orders,
+                       jnp.take_along_axis(orders, jnp.minimum(order, num_orders - 1), axis=-1),
+                       -1e9)
+    # log of the order mass from rank j on, j = 0..K (nothing left at K).
+    rest = jax.lax.cumlogsumexp(ranked, axis=ranked.ndim - 1, reverse=True)
+    rest = jnp.concatenate([rest, jnp.full(rest.shape[:-1] + (1,), -1e9)], axis=-1)
+    log_denominator = jnp.logaddexp(stay[..., None], rest)  # [..., K + 1]
+    take = jnp.cumsum(ranked - log_denominator[..., :-1], axis=-1)
+    take = jnp.concatenate([jnp.zeros(take.shape[:-1] + (1,)), take], axis=-1)
+    active = dist.draw_mask.sum(-1, keepdims=True)
+    k = jnp.arange(num_orders + 1)
+    score = take + (active - k) * (stay[..., None] - log_denominator)
+    allowed = (k <= active) & (k <= valid.sum(-1, keepdims=True))
+    best = jnp.argmax(jnp.where(allowed, score, -jnp.inf), axis=-1)[..., None]
     if num_draws > num_orders:
         pad = jnp.full(order.shape[:-1] + (num_draws - num_orders,), num_orders, order.dtype)
         order = jnp.concatenate([order, pad], axis=-1)
     first = order[..., :num_draws]
-    return jnp.where(dist.draw_mask & (first < num_orders), first + 1, 0).astype(jnp.int32)
+    taken = dist.draw_mask & (jnp.arange(num_draws) < best)
+    return jnp.where(taken, first + 1, 0).astype(jnp.int32)
 
 
 def _mode(kind: str, dist: Any) -> jax.Array:
