@@ -237,7 +237,9 @@ def _short(outcome: dict) -> str:
 
 
 def _fmt(value: float) -> str:
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}" if value else "0"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3f}" if abs(value) < 1 else f"{value:.3g}"
 
 
 def _cell(mean_std: tuple[float, float] | None) -> str:
@@ -413,6 +415,8 @@ def figure_6b(args, runner: Runner) -> None:
     cmd = [sys.executable, str(HERE / "group_maps.py"), "--env", scenario, "--snapshots", "3",
            "--total-steps", str(budget_steps(scenario, args.budget)), "--name", "figure6b"]
     subprocess.run(cmd, check=True)
+    for suffix in (".png", ".json"):  # group_maps.py writes into experiments/results
+        (RESULTS / f"groups_figure6b{suffix}").replace(args.out / f"figure6b{suffix}")
     runner.progress.advance(runner.task)
 
 

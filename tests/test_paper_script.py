@@ -35,7 +35,7 @@ def test_table_on_a_tiny_budget(tmp_path, monkeypatch):
     out.mkdir()
     markdown = paper.run_table(args)
 
-    assert "| PS (paper) | 0.25 ± 0.03 |" in markdown
+    assert "| PS (paper) | 0.250 ± 0.030 |" in markdown
     assert "| Future (ours) | missing |" in markdown and "| Rode (ours) | missing |" in markdown
     assert "unknown method 'not-a-method-yet'" in markdown and "not planned" in markdown
     assert (out / "table2.md").read_text() == markdown

@@ -78,7 +78,7 @@ def _mode(kind: str, dist: Any) -> jax.Array:
     return dist.mean()
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # hashed by identity, so `jax.jit(policy)` works
 class Policy:
     """A trained policy; see the module docstring.
 
