@@ -360,3 +360,4 @@ def validate(config: TrainConfig) -> None:
             f"total_steps: {config.total_steps} is less than one iteration "
             f"(num_envs {config.num_envs} x episode length {config.episode_length} = {per_iteration})"
         )
+

@@ -163,6 +163,13 @@ def group_probabilities(config: TrainConfig, state: TrainState) -> jax.Array:
     return jax.nn.softmax(_selector_logits(role_models(config, env), state.roles), axis=-1)
 
 
+def policy_network(config: TrainConfig, env) -> ActorCritic | PointerActorCritic:
+    """The actor-critic every parameter group applies (one row of the stacked parameters)."""
+    if env.action_kind == "pointer":
+        return PointerActorCritic(*env.pointer_layout, hidden_size=config.ppo.hidden_size)
+    return ActorCritic(head_size(env.action_kind, env.num_actions), config.ppo.hidden_size)
+
+
 def make_train_fns(config: TrainConfig) -> TrainFns:
     env = config.env.build()
     method = config.method
@@ -174,10 +181,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
     agent_types = getattr(env, "agent_types", None)
 
     kind = env.action_kind
-    if kind == "pointer":
-        policy_net = PointerActorCritic(*env.pointer_layout, hidden_size=ppo.hidden_size)
-    else:
-        policy_net = ActorCritic(head_size(kind, env.num_actions), ppo.hidden_size)
+    policy_net = policy_network(config, env)
     policy_tx = optax.chain(
         optax.clip_by_global_norm(ppo.max_grad_norm), optax.adam(ppo.lr, eps=1e-5)
     )
