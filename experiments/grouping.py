@@ -37,7 +37,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "+ group advantage": ("dyps", {**PAPER, "selector_lr": 1e-2,
                                    "selector_signal": "group-advantage", "group_balance_coef": 0.0}),
     "+ unit z_g": ("dyps", {"group_balance_coef": 0.0, "group_response_coef": 0.0}),
-    "+ group balance": ("dyps", {"group_response_coef": 0.0}),
+    "+ group balance (default)": ("dyps", {}),
     "+ group response": ("dyps", {"group_response_coef": 1.0}),
     "+ VLSTM decoder sees a_t": ("dyps", {"vlstm_decoder": "action"}),
     "ps": ("ps", {}),

@@ -83,7 +83,7 @@ class SharingConfig:
     agent_embedding: str = "final"  # h_a: "final" h_T (the paper) or "mean" of h_t over the episode
     vlstm_decoder: str = "paper"  # what the VLSTM decoder sees besides (z_t, h_{t-1}): nothing or a_t
     # Weight of the group-response fit in the selector's objective; 0 (the paper) drops the CVAE's
-    # response decoder altogether (roles/cvae.py, docs/grouping.md). On in the warehouse presets.
+    # response decoder altogether (roles/cvae.py, docs/grouping.md).
     group_response_coef: float = 0.0
     response_steps: int = 16  # time steps per episode sampled to score and train the response model
 
