@@ -1,7 +1,7 @@
 """Actor and critic MLPs, and how agents apply their group's row of stacked parameters.
 
-Parameters of G groups are one pytree whose leaves carry a leading axis `[G, ...]` (DESIGN.md §1).
-`grouped_apply` is the single place that decides how agents reach their group's weights (§5):
+Parameters of G groups are one pytree whose leaves carry a leading axis `[G, ...]` (docs/methods.md).
+`grouped_apply` is the single place that decides how agents reach their group's weights :
 
 * G small (DyPS, PS): run every group's network on all agents, then each agent keeps the row of its
   own group (`take_along_axis`). Dense matmuls, G x the FLOPs, no weight copies.
@@ -37,30 +37,34 @@ class MLP(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    """Separate actor and critic MLPs with two hidden layers (ALGORITHMS.md §5).
+    """Separate actor and critic MLPs with two hidden layers (docs/methods.md).
 
     The actor outputs `head_size` numbers that `ppo.action_distribution` turns into the policy
-    (logits, or Gaussian mean and log-std); the critic outputs V(o).
+    (logits, or Gaussian mean and log-std); the critic outputs V(x). With `actor_dim` set the actor
+    sees only `x[..., :actor_dim]` and the critic all of x (MAPPO appends the global state).
     """
 
     head_size: int
     hidden_size: int = 64
+    actor_dim: int | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         h = self.hidden_size
-        head = MLP((h, h, self.head_size), final_scale=0.01, name="actor")(x)
+        head = MLP((h, h, self.head_size), final_scale=0.01, name="actor")(
+            x[..., : self.actor_dim])
         value = MLP((h, h, 1), final_scale=1.0, name="critic")(x)
         return head, value[..., 0]
 
 
 class PointerActorCritic(nn.Module):
-    """Pointer actor (ALGORITHMS.md §5) and MLP critic for observations of the layout
+    """Pointer actor (docs/methods.md) and MLP critic for observations of the layout
     `[cell features (cell_dim), slot features (num_slots x slot_dim), extra features]`.
 
     logit_k = <W emb(s), emb(o_k)> / sqrt(embed): emb(s) is a two-hidden-layer MLP of the cell
     features and any extra features (e.g. PS-id's agent one-hot), W its last linear layer, emb(o_k)
-    a linear embedding of slot k's features. The critic V(o) sees the whole observation.
+    a linear embedding of slot k's features. The critic V(x) sees the whole input; with `actor_dim`
+    set the actor sees only `x[..., :actor_dim]` (MAPPO appends the global state for the critic).
     """
 
     cell_dim: int
@@ -68,13 +72,15 @@ class PointerActorCritic(nn.Module):
     slot_dim: int
     hidden_size: int = 64
     embed_size: int = 32
+    actor_dim: int | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         h, e = self.hidden_size, self.embed_size
         end = self.cell_dim + self.num_slots * self.slot_dim
-        cell = jnp.concatenate([x[..., : self.cell_dim], x[..., end:]], axis=-1)
-        slots = x[..., self.cell_dim : end].reshape(x.shape[:-1] + (self.num_slots, self.slot_dim))
+        a = x[..., : self.actor_dim]
+        cell = jnp.concatenate([a[..., : self.cell_dim], a[..., end:]], axis=-1)
+        slots = a[..., self.cell_dim : end].reshape(a.shape[:-1] + (self.num_slots, self.slot_dim))
         query = MLP((h, h, e), final_scale=0.01, name="actor")(cell)
         keys = nn.Dense(e, name="slot_embedding")(slots)
         logits = jnp.einsum("...e,...ke->...k", query, keys) / np.sqrt(e)
@@ -139,7 +145,7 @@ def grouped_apply(
 def segment_mean(
     values: jax.Array, groups: jax.Array, weights: jax.Array, num_segments: int
 ) -> jax.Array:
-    """Weighted mean of `values` per group; empty groups give 0, not NaN (DESIGN.md §5).
+    """Weighted mean of `values` per group; empty groups give 0, not NaN.
 
     Args:
       values, groups, weights: arrays of one shape (`groups` int32 in [0, num_segments)).

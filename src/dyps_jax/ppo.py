@@ -69,7 +69,7 @@ def _suffix_logsumexp(x: jax.Array) -> jax.Array:
 
 
 class PointerDraws:
-    """Sequential draws of a pointer head (ALGORITHMS.md §5): slot 0 = stay, slots 1..K = orders.
+    """Sequential draws of a pointer head (docs/methods.md): slot 0 = stay, slots 1..K = orders.
 
     Each active draw picks a slot with probability softmax over {stay} and the orders not drawn
     before; an order is drawn at most once (Plackett-Luce without replacement), stay any number of
@@ -161,7 +161,7 @@ class PointerDraws:
 def action_distribution(
     action_kind: str, head: jax.Array, action_mask: jax.Array
 ) -> distrax.Distribution | PointerDraws:
-    """The policy distribution of an environment's action kind (ALGORITHMS.md §5).
+    """The policy distribution of an environment's action kind (docs/methods.md).
 
     Args:
       head: [..., head_size], the policy network's output.
@@ -263,9 +263,13 @@ def ppo_terms(
     ratio = jnp.exp(log_ratio)
     clipped = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
     policy_loss = -jnp.minimum(ratio * advantages, clipped * advantages)
-    values_clipped = old_values + jnp.clip(values - old_values, -clip_eps, clip_eps)
-    value_loss = 0.5 * jnp.maximum(
-        jnp.square(values - returns), jnp.square(values_clipped - returns)
-    )
     approx_kl = (ratio - 1.0) - log_ratio
-    return PPOTerms(policy_loss, value_loss, dist.entropy(), approx_kl)
+    return PPOTerms(policy_loss, clipped_value_loss(values, old_values, returns, clip_eps),
+                    dist.entropy(), approx_kl)
+
+
+def clipped_value_loss(values: jax.Array, old_values: jax.Array, returns: jax.Array,
+                       clip_eps: float) -> jax.Array:
+    """0.5 max((V - R)^2, (V_clipped - R)^2), V_clipped within clip_eps of the rollout's value."""
+    values_clipped = old_values + jnp.clip(values - old_values, -clip_eps, clip_eps)
+    return 0.5 * jnp.maximum(jnp.square(values - returns), jnp.square(values_clipped - returns))
