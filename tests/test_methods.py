@@ -158,7 +158,7 @@ def test_mappo_trains_on_the_global_state_with_a_team_reward(tiny_lbf):
     assert not np.allclose(kernel[:, env.obs_dim:], before)  # the global-state weights learn
 
 
-@pytest.mark.parametrize("method", ["ps", "psa", "dyps"])
+@pytest.mark.parametrize("method", ["psa", "dyps"])
 def test_copo_moves_its_coordination_factor(tiny_lbf, method):
     config = _config(tiny_lbf, method, algo="copo", num_groups=2, lcf_lr=1e-2)
     state0, state1, metrics = _run(config)

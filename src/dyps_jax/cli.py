@@ -3,7 +3,7 @@
 It builds the config with `make_config` (so every bad value is reported before compiling), then runs
 the jitted iterations a few at a time, drawing a progress bar and writing the run folder:
 
-    <out>/<scenario>-<method>-s<seed>-<time>/
+    <out>/<scenario>-<method>[-<algo>]-s<seed>-<time>/
         config.json      the full resolved configuration
         metrics.csv      one row per iteration (rewritten atomically after every chunk)
         summary.json     final figures, written at the end
@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from dyps_jax import checkpoint, envs
+from dyps_jax import checkpoint, envs, group_metrics
 from dyps_jax.config import METHODS, SETTINGS, TrainConfig, make_config
 from dyps_jax.train import make_train_fns
 
@@ -35,7 +35,13 @@ _HELP = {
     "seed": "random seed",
     "total_steps": "environment steps in all (summed over parallel environments)",
     "num_envs": "parallel environments (episodes per iteration)",
-    "num_groups": "DyPS parameter groups M (paper default 4)",
+    "num_groups": "parameter groups M of DyPS, its ablations and SePS (paper default 4; the "
+                  "roles sweep of Fig. 6a runs 1..6)",
+    "algo": "base algorithm: ippo (per-agent reward, own critic), mappo (team reward, critic on "
+            "the global state) or copo (coordinated advantage); docs/methods.md",
+    "lcf_lr": "CoPO: learning rate of the coordination factor's distribution",
+    "seps_pretrain_fraction": "SePS: share of total-steps spent pre-training the shared network",
+    "seps_samples": "SePS: transitions recorded during pre-training for the id VAE",
     "out": "folder for run folders",
     "batch_size": "PPO minibatch size in (env, step) transitions (Table 6)",
     "lr": "allocation actor/critic learning rate (Table 6)",
@@ -56,7 +62,8 @@ _HELP = {
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dyps-jax",
-        description="Train DyPS or a parameter-sharing baseline on a scenario preset.",
+        description="Train DyPS, one of its ablations or a parameter-sharing baseline on a "
+                    "scenario preset, with IPPO, MAPPO or CoPO.",
     )
     parser.add_argument("--env", default="lbf-1",
                         help=f"scenario preset ({', '.join(envs.preset_names())}) or a .toml path")
@@ -111,7 +118,8 @@ def run(config: TrainConfig, quiet: bool = False, console: Console | None = None
     """Trains with a progress bar and writes the run folder; returns the summary."""
     console = console or Console(stderr=True)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(config.out) / f"{config.env.name}-{config.method}-s{config.seed}-{stamp}"
+    algo = "" if config.algo == "ippo" else f"-{config.algo}"
+    run_dir = Path(config.out) / f"{config.env.name}-{config.method}{algo}-s{config.seed}-{stamp}"
     run_dir.mkdir(parents=True, exist_ok=False)
     checkpoint.write_json(run_dir / "config.json", config.to_dict())
     ckpt = checkpoint.manager(run_dir / "checkpoints") if config.checkpoint_every else None
@@ -125,7 +133,8 @@ def run(config: TrainConfig, quiet: bool = False, console: Console | None = None
     chunk = min(config.log_every, total_iters)
     compiled = {chunk: iterate.lower(state, chunk).compile()}
     compile_s = time.perf_counter() - t0
-    console.print(f"[bold]{config.method}[/] on [bold]{config.env.name}[/]: {total_iters} iterations "
+    console.print(f"[bold]{config.method}[/] ({config.algo}) on [bold]{config.env.name}[/]: "
+                  f"{total_iters} iterations "
                   f"x {steps_per_iter} env steps, compiled in {compile_s:.1f}s -> {run_dir}")
 
     rows: list[dict] = []
@@ -166,6 +175,7 @@ def run(config: TrainConfig, quiet: bool = False, console: Console | None = None
     summary = {
         "env": config.env.name,
         "method": config.method,
+        "algo": config.algo,
         "seed": config.seed,
         "iterations": total_iters,
         "env_steps": total_iters * steps_per_iter,
@@ -173,6 +183,7 @@ def run(config: TrainConfig, quiet: bool = False, console: Console | None = None
         "first_return": float(returns[:tail].mean()),
         "best_return": float(returns.max()),
         **scenario,
+        **_clusters(config, state),
         "compile_seconds": round(compile_s, 2),
         "train_seconds": round(train_s, 2),
         "env_steps_per_second": round(total_iters * steps_per_iter / max(train_s, 1e-9), 1),
@@ -189,6 +200,20 @@ def run(config: TrainConfig, quiet: bool = False, console: Console | None = None
         table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
     console.print(table)
     return summary
+
+
+def _clusters(config: TrainConfig, state) -> dict:
+    """SePS: the clusters it found (agent ids per cluster) and their ARI against the true types."""
+    if state.seps is None:
+        return {}
+    assignment = np.asarray(state.seps.assignment)
+    out = {"seps_clusters": [np.flatnonzero(assignment == k).tolist()
+                             for k in range(config.num_param_sets)]}
+    types = getattr(config.env.build(), "agent_types", None)
+    if types is not None:
+        out["seps_type_ari"] = float(group_metrics.adjusted_rand_index(
+            assignment, np.asarray(types), config.num_param_sets, int(np.max(types)) + 1))
+    return out
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -73,19 +73,24 @@ def record(buffer: Buffer, key: jax.Array, start: jax.Array, count: int, obs, ac
 
 class IdVAE(nn.Module):
     """Encoder q(z | id) (one embedding row per id: a linear layer on the one-hot id) and decoder
-    p([o', r] | z, o, a)."""
+    p([o', r] | z, o, a).
+
+    The means start near 0 and the variances at e^-2: the k-means reads the means, which must
+    reflect what the ids predict rather than their random initialisation.
+    """
 
     num_agents: int
     out_dim: int
     hidden: int = 64
 
     def setup(self):
-        self.encoder = nn.Embed(self.num_agents, 2 * LATENT)
+        self.mean = nn.Embed(self.num_agents, LATENT, embedding_init=nn.initializers.normal(0.01))
+        self.log_var = nn.Embed(self.num_agents, LATENT,
+                                embedding_init=nn.initializers.constant(-2.0))
         self.decoder = MLP((self.hidden, self.hidden, self.out_dim))
 
     def encode(self, agent: jax.Array) -> tuple[jax.Array, jax.Array]:
-        mean, log_var = jnp.split(self.encoder(agent), 2, axis=-1)
-        return mean, jnp.clip(log_var, -10.0, 5.0)
+        return self.mean(agent), jnp.clip(self.log_var(agent), -10.0, 5.0)
 
     def __call__(self, key, agent, obs, action):
         mean, log_var = self.encode(agent)
