@@ -218,3 +218,12 @@ def test_copo_needs_neighbourhoods(tmp_path):
                              num_groups=1, env_params={"num_cbgs": 2, "num_pois": 1, "city_path": str(city)})
     with pytest.raises(ValueError, match="environment kind 'cartpole' has none"):
         neighbourhoods.neighbourhood(type("CartPole", (), {"kind": "cartpole"})())
+
+
+@pytest.mark.parametrize("method, algo", [("psa", "copo"), ("role-as-state", "mappo")])
+def test_algos_on_the_pointer_head(tiny_ridehailing, method, algo):
+    config = _config(tiny_ridehailing, method, algo=algo)
+    _, state, metrics = _run(config)
+    assert np.all(metrics["gmv"] > 0)
+    assert state.critics.params["params"]["Dense_0"]["kernel"].shape[0] == (
+        3 if algo == "copo" else 1) if method == "psa" else state.critics is None
