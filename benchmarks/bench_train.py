@@ -14,8 +14,9 @@ parallel environments (default 16):
   iteration, so the switch happens in the warm-up call when `--iterations` >= 2 (the clustering's
   own cost is in that call, not in the figure).
 * environment alone, same batch E: `jit` of a `lax.scan` over `--env-steps` steps of
-  `vmap(env.step)` with uniformly random valid actions (from the action mask) and auto-reset of
-  finished episodes, compile excluded, median of `--repeats` calls.
+  `vmap(env.step)` with random valid actions (the action kind's distribution with all-zero policy
+  outputs: uniform over the mask's valid actions or pointer slots) and auto-reset of finished
+  episodes, compile excluded, median of `--repeats` calls.
 
 Ratios: "/ PS" is a method's env-steps/s over PS's with IPPO (full sharing, the cheapest method)
 in the same scenario; "/ env only" is training env-steps/s over the bare environment's env-steps/s at the same
@@ -41,6 +42,7 @@ import common  # noqa: E402
 
 from dyps_jax.algos import ALGOS  # noqa: E402
 from dyps_jax.config import METHODS, make_config  # noqa: E402
+from dyps_jax.ppo import action_distribution, head_size  # noqa: E402
 from dyps_jax.train import make_train_fns  # noqa: E402
 
 DEFAULT_OUT = common.RESULTS / "train.md"
@@ -50,9 +52,13 @@ def env_only_rate(env, batch: int, steps: int, repeats: int) -> tuple[float, flo
     """(median env-steps/s, compile s) of `batch` environments stepped with random valid actions."""
 
     def random_actions(key, mask):
+        # The policy distribution of the action kind with all-zero outputs: uniform over valid
+        # actions (categorical, pointer draws) or N(0, 1) (gaussian).
+        head = jnp.zeros((env.num_agents, head_size(env.action_kind, env.num_actions)))
         if mask is None:
-            return jax.random.randint(key, (env.num_agents,), 0, env.num_actions)
-        return jax.random.categorical(key, jnp.where(mask, 0.0, -jnp.inf)).astype(jnp.int32)
+            mask = jnp.ones((env.num_agents, env.num_actions), bool)
+        action = action_distribution(env.action_kind, head, mask).sample(seed=key)
+        return action[..., 0] if env.action_kind == "gaussian" and env.num_actions == 1 else action
 
     def one_env(carry, key):
         state, ts = carry
