@@ -1,7 +1,8 @@
 """Full-training throughput of every sharing method against the bare environment.
 
-For each scenario (`--envs`, default lbf-1, lbf-2) and method (`--methods`, default dyps, nops, ps,
-ps-id), with the preset's hyper-parameters and `--num-envs` parallel environments (default 16):
+For each scenario (`--envs`, default lbf-1, ridehailing-1), method (`--methods`, default all ten)
+and base algorithm (`--algos`, default ippo), with the preset's hyper-parameters and `--num-envs`
+parallel environments (default 16):
 
 * training: `fns = make_train_fns(config)`, `state = jax.jit(fns.init)(key)`, then
   `jax.jit(fns.iterate, static_argnums=1).lower(state, n).compile()` for n = `--iterations`
@@ -9,17 +10,20 @@ ps-id), with the preset's hyper-parameters and `--num-envs` parallel environment
   calls (each ends with `jax.block_until_ready`, the state carried from call to call); the figure
   is the median. One iteration = one episode in each of the E environments (assignment, rollout,
   DyPS's role-model updates, PPO epochs), so env steps per iteration = E x episode length and
-  agent steps = env steps x agents.
+  agent steps = env steps x agents. SePS is timed after its clustering: it pre-trains for one
+  iteration, so the switch happens in the warm-up call when `--iterations` >= 2 (the clustering's
+  own cost is in that call, not in the figure).
 * environment alone, same batch E: `jit` of a `lax.scan` over `--env-steps` steps of
-  `vmap(env.step)` with uniformly random valid actions (from the action mask) and auto-reset of
-  finished episodes, compile excluded, median of `--repeats` calls.
+  `vmap(env.step)` with random valid actions (the action kind's distribution with all-zero policy
+  outputs: uniform over the mask's valid actions or pointer slots) and auto-reset of finished
+  episodes, compile excluded, median of `--repeats` calls.
 
-Ratios: "/ PS" is a method's env-steps/s over PS's (full sharing, the cheapest method) in the same
-scenario; "/ env only" is training env-steps/s over the bare environment's env-steps/s at the same
+Ratios: "/ PS" is a method's env-steps/s over PS's with IPPO (full sharing, the cheapest method)
+in the same scenario; "/ env only" is training env-steps/s over the bare environment's env-steps/s at the same
 batch (the share of the environment's speed that survives the learning work).
 
-Run: `python benchmarks/bench_train.py --out` (writes `benchmarks/results/train.md`; about 4-6
-minutes on 2 CPU cores).
+Run: `python benchmarks/bench_train.py --out` (writes `benchmarks/results/train.md`; about 20-30
+minutes on 2 CPU cores, most of it compiling).
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
+from dyps_jax.algos import ALGOS  # noqa: E402
 from dyps_jax.config import METHODS, make_config  # noqa: E402
+from dyps_jax.ppo import action_distribution, head_size  # noqa: E402
 from dyps_jax.train import make_train_fns  # noqa: E402
 
 DEFAULT_OUT = common.RESULTS / "train.md"
@@ -46,9 +52,13 @@ def env_only_rate(env, batch: int, steps: int, repeats: int) -> tuple[float, flo
     """(median env-steps/s, compile s) of `batch` environments stepped with random valid actions."""
 
     def random_actions(key, mask):
+        # The policy distribution of the action kind with all-zero outputs: uniform over valid
+        # actions (categorical, pointer draws) or N(0, 1) (gaussian).
+        head = jnp.zeros((env.num_agents, head_size(env.action_kind, env.num_actions)))
         if mask is None:
-            return jax.random.randint(key, (env.num_agents,), 0, env.num_actions)
-        return jax.random.categorical(key, jnp.where(mask, 0.0, -jnp.inf)).astype(jnp.int32)
+            mask = jnp.ones((env.num_agents, env.num_actions), bool)
+        action = action_distribution(env.action_kind, head, mask).sample(seed=key)
+        return action[..., 0] if env.action_kind == "gaussian" and env.num_actions == 1 else action
 
     def one_env(carry, key):
         state, ts = carry
@@ -73,9 +83,15 @@ def env_only_rate(env, batch: int, steps: int, repeats: int) -> tuple[float, flo
     return batch * steps / sec, compile_s
 
 
-def train_rate(env_name: str, method: str, num_envs: int, iterations: int, repeats: int) -> dict:
+def train_rate(env_name: str, method: str, algo: str, num_envs: int, iterations: int,
+               repeats: int) -> dict:
     """Compile and time `iterations` training iterations per call; returns one result row."""
-    config = make_config(env=env_name, method=method, num_envs=num_envs, checkpoint_every=0)
+    kw = {"env": env_name, "method": method, "algo": algo, "num_envs": num_envs,
+          "checkpoint_every": 0}
+    config = make_config(**kw)
+    if method == "seps":
+        # One pre-training iteration, so the switch happens in the warm-up call (iterations >= 2).
+        config = make_config(**kw, seps_pretrain_fraction=0.5 / config.num_iterations)
     fns = make_train_fns(config)
     t0 = time.perf_counter()
     state = jax.jit(fns.init)(jax.random.key(0))
@@ -87,6 +103,7 @@ def train_rate(env_name: str, method: str, num_envs: int, iterations: int, repea
     return {
         "env": env_name,
         "method": method,
+        "algo": algo,
         "agents": config.num_agents,
         "groups": config.num_param_sets,
         "compile_s": compile_s,
@@ -99,12 +116,15 @@ def train_rate(env_name: str, method: str, num_envs: int, iterations: int, repea
 
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--envs", default="lbf-1,lbf-2", help="comma-separated scenario presets")
+    parser.add_argument("--envs", default="lbf-1,ridehailing-1",
+                        help="comma-separated scenario presets")
     parser.add_argument(
         "--methods",
-        default="dyps,nops,ps,ps-id",
+        default=",".join(METHODS),
         help=f"comma-separated, from {', '.join(METHODS)}",
     )
+    parser.add_argument("--algos", default="ippo",
+                        help=f"comma-separated, from {', '.join(ALGOS)}")
     parser.add_argument("--num-envs", type=int, default=16, help="parallel environments E")
     parser.add_argument(
         "--iterations",
@@ -121,9 +141,11 @@ def main(argv: list[str] | None = None) -> str:
     args = parser.parse_args(argv)
     env_names = [e for e in args.envs.split(",") if e]
     methods = [m for m in args.methods.split(",") if m]
-    for m in methods:
-        if m not in METHODS:
-            parser.error(f"--methods: unknown method {m!r}; allowed: {', '.join(METHODS)}")
+    algos = [a for a in args.algos.split(",") if a]
+    for flag, values, allowed in (("methods", methods, METHODS), ("algos", algos, ALGOS)):
+        for v in values:
+            if v not in allowed:
+                parser.error(f"--{flag}: unknown {v!r}; allowed: {', '.join(allowed)}")
 
     load_start, t_start = common.load_average(), time.perf_counter()
     rows, env_rates = [], {}
@@ -132,11 +154,11 @@ def main(argv: list[str] | None = None) -> str:
         rate, comp = env_only_rate(env, args.num_envs, args.env_steps, args.repeats)
         env_rates[name] = (rate, comp, env.num_agents)
         print(f"{name}: environment only {rate:,.0f} env-steps/s (compile {comp:.1f}s)", flush=True)
-        for method in methods:
-            row = train_rate(name, method, args.num_envs, args.iterations, args.repeats)
+        for method, algo in ((m, a) for a in algos for m in methods):
+            row = train_rate(name, method, algo, args.num_envs, args.iterations, args.repeats)
             rows.append(row)
             print(
-                f"{name} {method}: {row['env_sps']:,.0f} env-steps/s, "
+                f"{name} {method} {algo}: {row['env_sps']:,.0f} env-steps/s, "
                 f"{row['s_per_iter']:.3f} s/iteration, compile {row['compile_s']:.1f}s",
                 flush=True,
             )
@@ -160,22 +182,24 @@ def main(argv: list[str] | None = None) -> str:
         "- env-only: `jit(lax.scan(vmap(env.step)))` over the same E environments with random valid "
         f"actions and auto-reset ({args.env_steps} steps per call), median of {args.repeats}.",
         "",
-        "| scenario | agents | method | groups G | compile s | s / iteration | env-steps/s "
+        "| scenario | agents | method | algo | groups G | compile s | s / iteration | env-steps/s "
         "| agent-steps/s | / PS | / env only |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in env_names:
         rate, comp, n = env_rates[name]
         lines.append(
-            f"| {name} | {n} | env only (random actions) | - | {comp:.1f} | - "
+            f"| {name} | {n} | env only (random actions) | - | - | {comp:.1f} | - "
             f"| {rate:,.0f} | {rate * n:,.0f} | - | 1 |"
         )
-        ps = next((r for r in rows if r["env"] == name and r["method"] == "ps"), None)
+        ps = next((r for r in rows if r["env"] == name and r["method"] == "ps"
+                   and r["algo"] == "ippo"), None)
         for r in (r for r in rows if r["env"] == name):
             vs_ps = f"{r['env_sps'] / ps['env_sps']:.2f}" if ps else "-"
             vs_env = r["env_sps"] / rate
             lines.append(
-                f"| {name} | {r['agents']} | {r['method']} | {r['groups']} | {r['compile_s']:.1f} "
+                f"| {name} | {r['agents']} | {r['method']} | {r['algo']} | {r['groups']} "
+                f"| {r['compile_s']:.1f} "
                 f"| {r['s_per_iter']:.3f} | {r['env_sps']:,.0f} | {r['agent_sps']:,.0f} | {vs_ps} "
                 f"| {vs_env:.3f} (1/{1 / vs_env:.0f}) |"
             )

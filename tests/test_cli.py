@@ -26,6 +26,7 @@ def test_flags_map_to_config(tiny_lbf):
     (["--method", "qmix"], "unknown method 'qmix'"),
     (["--num-groups", "99"], "num_groups"),
     (["--num-envs", "-1"], "num_envs"),
+    (["--algo", "qmix"], "algo: unknown 'qmix'"),
 ])
 def test_bad_flags_exit_with_message(argv, match):
     proc = subprocess.run([sys.executable, "-m", "dyps_jax.train", *argv],
@@ -102,3 +103,17 @@ def test_console_script_entry_point_resolves():
 
     (script,) = [e for e in entry_points(group="console_scripts") if e.name == "dyps-jax"]
     assert callable(script.load())
+
+
+def test_seps_run_logs_its_clusters_and_their_ari(tmp_path):
+    preset = tmp_path / "rolegame-tiny.toml"
+    preset.write_text('name = "rolegame-tiny"\n[env]\nkind = "rolegame"\nnum_agents = 4\n'
+                      'num_types = 2\nnum_cues = 2\nmax_steps = 4\n[train]\nbatch_size = 8\n')
+    config, _ = config_from_args(["--env", str(preset), "--method", "seps", "--algo", "mappo",
+                                  "--num-groups", "2", "--total-steps", "48", "--num-envs", "4",
+                                  "--seps-pretrain-fraction", "0.5", "--seps-samples", "64",
+                                  "--checkpoint-every", "0", "--out", str(tmp_path)])
+    summary = run(config, quiet=True)
+    assert summary["algo"] == "mappo" and "-seps-mappo-" in summary["run_dir"]
+    assert sorted(sum(summary["seps_clusters"], [])) == [0, 1, 2, 3]
+    assert -1.0 <= summary["seps_type_ari"] <= 1.0

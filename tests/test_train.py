@@ -24,8 +24,12 @@ def test_every_method_trains_and_reports_metrics(tiny_lbf, method):
     assert int(state.env_steps) == config.total_steps
     leaves = jax.tree.leaves(state.policy.params)
     assert all(leaf.shape[0] == config.num_param_sets for leaf in leaves)
-    if method == "dyps":
-        assert {"vlstm_loss", "cvae_loss", "selector_loss"} <= set(metrics)
+    spec = config.method_spec
+    trained = {"vlstm_loss": spec.trains_vlstm, "cvae_loss": spec.trains_cvae,
+               "selector_loss": spec.selector is not None,
+               "shared_value_loss": spec.shared_critic}
+    assert {name for name, used in trained.items() if used} == set(trained) & set(metrics)
+    if spec.has_roles:
         assert state.roles.agent_embedding.shape == (4, 4, config.sharing.vlstm_hidden)
     else:
         assert state.roles is None

@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from dyps_jax import checkpoint, envs, run_dir
+from dyps_jax import checkpoint, envs, group_metrics, run_dir
 from dyps_jax.config import (
     METHODS,
     SETTINGS,
@@ -50,7 +50,13 @@ _HELP = {
     "total_steps": "environment steps in all (summed over parallel environments; rounded down to "
                    "whole iterations, recorded in config.json)",
     "num_envs": "parallel environments (episodes per iteration)",
-    "num_groups": "DyPS parameter groups M (paper default 4)",
+    "num_groups": "parameter groups M of DyPS, its ablations and SePS (paper default 4; the "
+                  "roles sweep of Fig. 6a runs 1..6)",
+    "algo": "base algorithm: ippo (per-agent reward, own critic), mappo (team reward, critic on "
+            "the global state) or copo (coordinated advantage); docs/methods.md",
+    "lcf_lr": "CoPO: learning rate of the coordination factor's distribution",
+    "seps_pretrain_fraction": "SePS: share of total-steps spent pre-training the shared network",
+    "seps_samples": "SePS: transitions recorded during pre-training for the id VAE",
     "out": "folder for run folders",
     "batch_size": "PPO minibatch size in (env, step) transitions (Table 6); at most num_envs x "
                   "episode length",
@@ -84,7 +90,8 @@ def _version() -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dyps-jax",
-        description="Train DyPS or a parameter-sharing baseline on a scenario preset.",
+        description="Train DyPS, one of its ablations or a parameter-sharing baseline on a "
+                    "scenario preset, with IPPO, MAPPO or CoPO.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("--env", default=None,
@@ -295,7 +302,8 @@ def run(config: TrainConfig, quiet: bool = False, console: Console | None = None
     # has been written yet.
     with _StopRequest() as stop:
         if resume is None:
-            folder = run_dir.create(config.out, config.env.name, config.method, config.seed)
+            folder = run_dir.create(config.out, config.env.name, config.method, config.seed,
+                                    config.algo)
             checkpoint.write_json(folder / "config.json", config.to_dict())
         say(f"compiled in {compile_s:.1f}s -> {folder}"
             + (f" (resuming at iteration {done_iters})" if resume is not None else ""))
@@ -368,6 +376,7 @@ def run(config: TrainConfig, quiet: bool = False, console: Console | None = None
         summary["diverged_quantities"] = diverged["quantities"]
     if status == "interrupted":
         summary["interrupted_by"] = stop.name
+    summary.update(_clusters(config, state))
     checkpoint.write_json(folder / "summary.json", summary)
     if not quiet and status == "completed":
         table = Table(title="summary")
@@ -377,6 +386,21 @@ def run(config: TrainConfig, quiet: bool = False, console: Console | None = None
             table.add_row(key, f"{value:.4g}" if isinstance(value, float) else str(value))
         console.print(table)
     return summary
+
+
+def _clusters(config: TrainConfig, state) -> dict:
+    """SePS: the clusters it found (agent ids per cluster) and their ARI against the true types."""
+    if state is None or state.seps is None:
+        return {}
+    assignment = np.asarray(state.seps.assignment)
+    out: dict[str, Any] = {"seps_clusters": [np.flatnonzero(assignment == k).tolist()
+                                             for k in range(config.num_param_sets)]}
+    types = getattr(config.env.build(), "agent_types", None)
+    if types is not None:
+        out["seps_type_ari"] = float(group_metrics.adjusted_rand_index(
+            jnp.asarray(assignment), jnp.asarray(types), config.num_param_sets,
+            int(np.max(types)) + 1))
+    return out
 
 
 def _summary(config: TrainConfig, folder: Path, rows: list[dict], status: str, compile_s: float,
@@ -392,6 +416,7 @@ def _summary(config: TrainConfig, folder: Path, rows: list[dict], status: str, c
         "status": status,
         "env": config.env.name,
         "method": config.method,
+        "algo": config.algo,
         "seed": config.seed,
         "iterations": done,
         "env_steps": done * steps_per_iter,

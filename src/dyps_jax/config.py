@@ -18,9 +18,11 @@ import re
 import warnings
 from typing import Any
 
-from dyps_jax import envs
+from dyps_jax import envs, neighbourhoods
+from dyps_jax.algos import ALGOS
+from dyps_jax.sharing import METHOD_SPECS, MethodSpec
 
-METHODS = ("dyps", "nops", "ps", "ps-id")
+METHODS = tuple(METHOD_SPECS)
 SELECTOR_SIGNALS = ("group-advantage", "team-return")
 GROUP_EMBEDDINGS = ("unit", "mean")
 AGENT_EMBEDDINGS = ("final", "mean")
@@ -59,6 +61,8 @@ class PPOConfig:
     update_epochs: int = 4
     batch_size: int = 256  # (env, step) transitions per minibatch, each holding all N agents
     hidden_size: int = 64
+    algo: str = "ippo"  # the base algorithm: ippo, mappo or copo (algos.py)
+    lcf_lr: float = 1e-4  # CoPO: learning rate of the coordination factor's distribution
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +90,9 @@ class SharingConfig:
     # response decoder altogether (roles/cvae.py, docs/grouping.md).
     group_response_coef: float = 0.0
     response_steps: int = 16  # time steps per episode sampled to score and train the response model
+    # SePS: share of total_steps spent pre-training the shared network, transitions recorded then.
+    seps_pretrain_fraction: float = 0.1
+    seps_samples: int = 8192
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +112,14 @@ class TrainConfig:
         return self.sharing.method
 
     @property
+    def method_spec(self) -> MethodSpec:
+        return METHOD_SPECS[self.sharing.method]
+
+    @property
+    def algo(self) -> str:
+        return self.ppo.algo
+
+    @property
     def num_agents(self) -> int:
         return int(self.env.build().num_agents)
 
@@ -120,7 +135,12 @@ class TrainConfig:
     @property
     def num_param_sets(self) -> int:
         """G, the length of the leading group axis of the policy parameters."""
-        return {"nops": self.num_agents, "ps": 1, "ps-id": 1}.get(self.method, self.sharing.num_groups)
+        return self.method_spec.num_param_sets(self.num_agents, self.sharing.num_groups)
+
+    @property
+    def seps_pretrain_iterations(self) -> int:
+        """Iterations of SePS's pre-training phase (they count in `total_steps`)."""
+        return math.ceil(self.sharing.seps_pretrain_fraction * self.num_iterations)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -320,12 +340,15 @@ def validate(config: TrainConfig) -> None:
         cvae_beta=sharing.cvae_beta,
         aux_samples=sharing.aux_samples,
         response_steps=sharing.response_steps,
+        seps_samples=sharing.seps_samples,
+        lcf_lr=ppo.lcf_lr,
     )
     for name, value, allowed in (
         ("selector_signal", sharing.selector_signal, SELECTOR_SIGNALS),
         ("group_embedding", sharing.group_embedding, GROUP_EMBEDDINGS),
         ("agent_embedding", sharing.agent_embedding, AGENT_EMBEDDINGS),
         ("vlstm_decoder", sharing.vlstm_decoder, VLSTM_DECODERS),
+        ("algo", ppo.algo, ALGOS),
     ):
         if value not in allowed:
             raise ValueError(f"{name}: unknown {value!r}; allowed: {', '.join(allowed)}")
@@ -360,4 +383,22 @@ def validate(config: TrainConfig) -> None:
             f"total_steps: {config.total_steps} is less than one iteration "
             f"(num_envs {config.num_envs} x episode length {config.episode_length} = {per_iteration})"
         )
+    _validate_combination(config)
 
+
+def _validate_combination(config: TrainConfig) -> None:
+    """What a method or an algorithm needs from the scenario and the budget."""
+    env = config.env.build()
+    if config.algo == "mappo" and int(getattr(env, "global_state_dim", 0)) <= 0:
+        raise ValueError(f"algo: mappo needs the environment's global state, but {config.env.name!r} "
+                         "has none (global_state_dim = 0); use ippo or copo")
+    if config.algo == "copo":
+        neighbourhoods.neighbourhood(env)  # raises if the scenario has no neighbourhoods
+    if config.method == "seps":
+        fraction = config.sharing.seps_pretrain_fraction
+        if not 0.0 < fraction < 1.0:
+            raise ValueError(f"seps_pretrain_fraction: must be in (0, 1), got {fraction}")
+        if config.seps_pretrain_iterations >= config.num_iterations:
+            raise ValueError(
+                f"seps_pretrain_fraction: {fraction} of {config.num_iterations} iterations leaves no "
+                "iteration after pre-training; raise total_steps or lower the fraction")

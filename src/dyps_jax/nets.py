@@ -41,16 +41,19 @@ class ActorCritic(nn.Module):
     """Separate actor and critic MLPs with two hidden layers (docs/algorithms.md, "Policy heads").
 
     The actor outputs `head_size` numbers that `ppo.action_distribution` turns into the policy
-    (logits, or Gaussian mean and log-std); the critic outputs V(o).
+    (logits, or Gaussian mean and log-std); the critic outputs V(x). With `actor_dim` set the actor
+    sees only `x[..., :actor_dim]` and the critic all of x (MAPPO appends the global state).
     """
 
     head_size: int
     hidden_size: int = 64
+    actor_dim: int | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         h = self.hidden_size
-        head = MLP((h, h, self.head_size), final_scale=0.01, name="actor")(x)
+        head = MLP((h, h, self.head_size), final_scale=0.01, name="actor")(
+            x[..., : self.actor_dim])
         value = MLP((h, h, 1), final_scale=1.0, name="critic")(x)
         return head, value[..., 0]
 
@@ -61,7 +64,8 @@ class PointerActorCritic(nn.Module):
 
     logit_k = <W emb(s), emb(o_k)> / sqrt(embed): emb(s) is a two-hidden-layer MLP of the cell
     features and any extra features (e.g. PS-id's agent one-hot), W its last linear layer, emb(o_k)
-    a linear embedding of slot k's features. The critic V(o) sees the whole observation.
+    a linear embedding of slot k's features. The critic V(x) sees the whole input; with `actor_dim`
+    set the actor sees only `x[..., :actor_dim]` (MAPPO appends the global state for the critic).
     """
 
     cell_dim: int
@@ -69,13 +73,15 @@ class PointerActorCritic(nn.Module):
     slot_dim: int
     hidden_size: int = 64
     embed_size: int = 32
+    actor_dim: int | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         h, e = self.hidden_size, self.embed_size
         end = self.cell_dim + self.num_slots * self.slot_dim
-        cell = jnp.concatenate([x[..., : self.cell_dim], x[..., end:]], axis=-1)
-        slots = x[..., self.cell_dim : end].reshape(x.shape[:-1] + (self.num_slots, self.slot_dim))
+        a = x[..., : self.actor_dim]
+        cell = jnp.concatenate([a[..., : self.cell_dim], a[..., end:]], axis=-1)
+        slots = a[..., self.cell_dim : end].reshape(a.shape[:-1] + (self.num_slots, self.slot_dim))
         query = MLP((h, h, e), final_scale=0.01, name="actor")(cell)
         keys = nn.Dense(e, name="slot_embedding")(slots)
         logits = jnp.einsum("...e,...ke->...k", query, keys) / np.sqrt(e)

@@ -110,15 +110,21 @@ def make_policy(config: TrainConfig, state: Any, greedy: bool = False) -> Policy
     Raises ValueError when the state's parameters do not have the shapes `config` gives.
     """
     env = config.env.build()
-    kind, method = env.action_kind, config.method
+    kind, method, spec = env.action_kind, config.method, config.method_spec
+    if spec.role_embedding:
+        raise ValueError(f"make_policy: {method}'s input carries the VLSTM embedding of the agent's "
+                         "current episode, which a stand-alone policy does not track; evaluate it "
+                         "inside training instead")
     net = policy_network(config, env)
+    # Under MAPPO the network's input ends with the global state, which only its critic reads.
+    critic_pad = env.global_state_dim if config.algo == "mappo" else 0
     params = state.policy.params
     num_sets = jax.tree.leaves(params)[0].shape[0]
     if num_sets != config.num_param_sets:
         raise ValueError(f"make_policy: the state has {num_sets} parameter sets, but {method} on "
                          f"{config.env.name} uses {config.num_param_sets}")
     probabilities = group_probabilities(config, state).mean(axis=0)  # [N, M]
-    per_agent = sharing.is_per_agent(method)
+    per_agent = spec.assignment == "identity"
     n = env.num_agents
 
     def assign(key: jax.Array) -> jax.Array:
@@ -128,7 +134,9 @@ def make_policy(config: TrainConfig, state: Any, greedy: bool = False) -> Policy
 
     def act(key, obs, action_mask, groups):
         batch = obs.shape[:-2]
-        x = sharing.policy_features(method, obs.reshape((-1,) + obs.shape[-2:]))
+        x = sharing.policy_features(spec, obs.reshape((-1,) + obs.shape[-2:]), None)
+        if critic_pad:
+            x = jnp.concatenate([x, jnp.zeros(x.shape[:-1] + (critic_pad,), x.dtype)], axis=-1)
         g = jnp.broadcast_to(groups, (x.shape[0], n))
         head, _ = grouped_apply(net.apply, params, x, g, per_agent)
         mask = action_mask.reshape((-1,) + action_mask.shape[-2:])

@@ -263,9 +263,13 @@ def ppo_terms(
     ratio = jnp.exp(log_ratio)
     clipped = jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
     policy_loss = -jnp.minimum(ratio * advantages, clipped * advantages)
-    values_clipped = old_values + jnp.clip(values - old_values, -clip_eps, clip_eps)
-    value_loss = 0.5 * jnp.maximum(
-        jnp.square(values - returns), jnp.square(values_clipped - returns)
-    )
     approx_kl = (ratio - 1.0) - log_ratio
-    return PPOTerms(policy_loss, value_loss, dist.entropy(), approx_kl)
+    return PPOTerms(policy_loss, clipped_value_loss(values, old_values, returns, clip_eps),
+                    dist.entropy(), approx_kl)
+
+
+def clipped_value_loss(values: jax.Array, old_values: jax.Array, returns: jax.Array,
+                       clip_eps: float) -> jax.Array:
+    """0.5 max((V - R)^2, (V_clipped - R)^2), V_clipped within clip_eps of the rollout's value."""
+    values_clipped = old_values + jnp.clip(values - old_values, -clip_eps, clip_eps)
+    return 0.5 * jnp.maximum(jnp.square(values - returns), jnp.square(values_clipped - returns))

@@ -40,12 +40,14 @@ def check_out(out: str | Path) -> Path:
     return path
 
 
-def create(out: str | Path, scenario: str, method: str, seed: int) -> Path:
-    """Makes a new run folder under `out`; a folder of the same name (two runs started in the same
-    second) gets a numbered suffix, claimed atomically by `mkdir`."""
+def create(out: str | Path, scenario: str, method: str, seed: int, algo: str = "ippo") -> Path:
+    """Makes a new run folder `<scenario>-<method>[-<algo>]-s<seed>-<time>` under `out`; a folder of
+    the same name (two runs started in the same second) gets a numbered suffix, claimed atomically by
+    `mkdir`."""
     base = check_out(out).resolve()
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    name = f"{scenario}-{method}-s{seed}-{stamp}"
+    suffix = "" if algo == "ippo" else f"-{algo}"
+    name = f"{scenario}-{method}{suffix}-s{seed}-{stamp}"
     for n in range(1, 10_000):
         path = base / (name if n == 1 else f"{name}-{n}")
         if path.resolve().parent != base:

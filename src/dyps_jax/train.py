@@ -1,14 +1,19 @@
 """A whole training run as pure JAX: `make_train(config)` returns `train(key)`.
 
-One iteration (Algorithm 1 of the paper, vectorised over E environments):
+One iteration (Algorithm 1 of the paper, vectorised over E environments), the same for every
+sharing method and base algorithm; a method is a row of `sharing.METHOD_SPECS`, an algorithm a
+reward, a critic input and an advantage (`algos.py`); docs/methods.md lists them:
 
-1. assignment: DyPS samples g[e, n] from eq. 13; the other methods use a fixed one (sharing.py);
+1. assignment: the selector methods (DyPS and its ablations) sample g[e, n] from eq. 13; the others
+   use a fixed one (SePS: after clustering at the end of its pre-training, `seps.py`);
 2. rollout: `lax.scan` over one episode of T steps, each agent acting with its group's parameters
-   (DyPS also records every taken action's log-probability under every group's policy);
-3. GAE advantages, shared by the selector and PPO;
-4. DyPS only: one group-selector step (group-advantage or team-return signal, docs/grouping.md),
-   VLSTM ELBO step (eq. 12), CVAE ELBO step (eq. 4), and the grouping diagnostics;
-5. per-group PPO: epochs x minibatches of the clipped objective, per-group optimiser state.
+   (selector methods also record every taken action's log-probability under every group's policy);
+3. GAE advantages of each critic: the groups' own critics and the shared ones (PSA's shared critic,
+   CoPO's neighbourhood and global critics); the actor's advantage combines them;
+4. role models, where the method has them: one group-selector step (group-advantage or team-return
+   signal, docs/grouping.md), VLSTM ELBO step (eq. 12), CVAE ELBO step (eq. 4), diagnostics;
+5. per-group PPO: epochs x minibatches of the clipped objective, per-group optimiser state, and the
+   shared critics' value losses; CoPO then meta-updates its coordination factor.
 
 The assignment is a traced int32 array, so nothing recompiles when groups change. `train` is
 `jax.jit`- and `jax.vmap`-able over keys. Run `python -m dyps_jax.train --help` for the command line.
@@ -25,10 +30,10 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from dyps_jax import group_metrics, sharing
+from dyps_jax import algos, group_metrics, neighbourhoods, selectors, sharing
+from dyps_jax import seps as seps_lib
 from dyps_jax.config import TrainConfig
 from dyps_jax.grouping import (
-    GroupSelector,
     RunningStats,
     group_advantage_loss,
     group_advantages,
@@ -36,6 +41,7 @@ from dyps_jax.grouping import (
     selector_loss,
 )
 from dyps_jax.nets import (
+    MLP,
     ActorCritic,
     PointerActorCritic,
     apply_all_groups,
@@ -44,7 +50,14 @@ from dyps_jax.nets import (
     segment_mean,
     select_group,
 )
-from dyps_jax.ppo import action_distribution, gae, head_size, normalize_per_group, ppo_terms
+from dyps_jax.ppo import (
+    action_distribution,
+    clipped_value_loss,
+    gae,
+    head_size,
+    normalize_per_group,
+    ppo_terms,
+)
 from dyps_jax.roles.cvae import (
     CVAE,
     cvae_elbo,
@@ -66,7 +79,7 @@ class Learner:
 
 @struct.dataclass
 class RoleState:
-    """DyPS's role models and group selector (absent for the fixed-assignment methods)."""
+    """Role models and group selector of the methods that use them (`MethodSpec.has_roles`)."""
 
     vlstm: Learner
     cvae: Learner
@@ -83,6 +96,9 @@ class TrainState:
     key: jax.Array
     iteration: jax.Array
     env_steps: jax.Array
+    critics: Learner | None = None  # shared critics, leaves [C, ...] (PSA; CoPO's two)
+    lcf: Learner | None = None  # CoPO's coordination-factor distribution
+    seps: seps_lib.SePSState | None = None
 
 
 class Transition(NamedTuple):
@@ -97,7 +113,10 @@ class Transition(NamedTuple):
     done: jax.Array
     valid: jax.Array
     metrics: dict[str, jax.Array]
-    group_log_prob: jax.Array | None  # DyPS: f32[E, N, M], log pi_m(action) under every group
+    group_log_prob: jax.Array | None  # selector methods: f32[E, N, M], log pi_m(action) per group
+    global_state: jax.Array | None  # MAPPO: f32[E, S], what the critics see besides the input
+    shared_value: jax.Array | None  # f32[E, N, C], the shared critics' values
+    neighbour_reward: jax.Array | None  # CoPO: f32[E, N], r^N of the transition
 
 
 class TrainFns(NamedTuple):
@@ -112,11 +131,12 @@ class TrainFns(NamedTuple):
 
 
 class RoleModels(NamedTuple):
-    """DyPS's networks for a config: the VLSTM (agent roles), the CVAE (group roles), the selector."""
+    """The role networks of a config: the VLSTM (agent roles), the CVAE (group roles), and the
+    selector (eq. 13, or an ablation's, `selectors.py`)."""
 
     vlstm: VLSTM
     cvae: CVAE
-    selector: GroupSelector
+    selector: Any  # grouping.GroupSelector, or an ablation's (selectors.py)
     group_embedding: Callable[[Any], jax.Array]  # CVAE params -> f32[M, Z], what eq. 13 multiplies
 
 
@@ -137,7 +157,7 @@ def role_models(config: TrainConfig, env) -> RoleModels:
     return RoleModels(
         vlstm=VLSTM(target_dim=env.obs_dim + 1, hidden=share.vlstm_hidden, latent=share.vlstm_latent),
         cvae=cvae_net,
-        selector=GroupSelector(env.num_agents),
+        selector=selectors.build(config.method_spec.selector or "dyps", env.num_agents),
         group_embedding=embed,
     )
 
@@ -154,44 +174,67 @@ def group_probabilities(config: TrainConfig, state: TrainState) -> jax.Array:
 
     Row [e, n] is the distribution over groups that agent n of environment e draws its group from
     in the next iteration. For the fixed-assignment methods it is the one-hot of their assignment
-    (M = 1 for PS and PS-id, M = N for NoPS).
+    (M = 1 for PS and PS-id, M = N for NoPS, SePS's clusters once pre-training has ended).
     """
     env = config.env.build()
-    if config.method != "dyps":
-        groups = sharing.fixed_assignment(config.method, config.num_envs, env.num_agents)
+    spec = config.method_spec
+    if spec.selector is None:
+        groups = sharing.fixed_assignment(spec, config.num_envs, env.num_agents)
+        if state.seps is not None:
+            groups = jnp.broadcast_to(state.seps.assignment, groups.shape)
         return jax.nn.one_hot(groups, config.num_param_sets)
     return jax.nn.softmax(_selector_logits(role_models(config, env), state.roles), axis=-1)
 
 
 def policy_network(config: TrainConfig, env) -> ActorCritic | PointerActorCritic:
-    """The actor-critic every parameter group applies (one row of the stacked parameters)."""
+    """The actor-critic every parameter group applies (one row of the stacked parameters).
+
+    Its input is the method's features (`sharing.feature_dim`), followed under MAPPO by the global
+    state, which only the critic reads (`actor_dim`).
+    """
+    feat_dim = sharing.feature_dim(config.method_spec, env.obs_dim, env.num_agents,
+                                   config.sharing.vlstm_hidden)
+    actor_dim = feat_dim if config.algo == "mappo" else None
+    hidden = config.ppo.hidden_size
     if env.action_kind == "pointer":
-        return PointerActorCritic(*env.pointer_layout, hidden_size=config.ppo.hidden_size)
-    return ActorCritic(head_size(env.action_kind, env.num_actions), config.ppo.hidden_size)
+        return PointerActorCritic(*env.pointer_layout, hidden_size=hidden, actor_dim=actor_dim)
+    return ActorCritic(head_size(env.action_kind, env.num_actions), hidden, actor_dim=actor_dim)
 
 
 def make_train_fns(config: TrainConfig) -> TrainFns:
     env = config.env.build()
-    method = config.method
+    spec = config.method_spec
     n_envs, n_agents, horizon = config.num_envs, env.num_agents, env.max_steps
     n_sets = config.num_param_sets
-    per_agent = sharing.is_per_agent(method)
+    per_agent = spec.assignment == "identity"
     ppo, share = config.ppo, config.sharing
-    dyps = method == "dyps"
+    selecting = spec.selector is not None
+    clusters = spec.assignment == "clusters"
+    central, copo = config.algo == "mappo", config.algo == "copo"
     agent_types = getattr(env, "agent_types", None)
+    # Shared critics (one parameter set each, stacked [C, ...]) and the reward each one predicts.
+    shared_signals = (("individual",) if spec.shared_critic else ()) + (
+        ("neighbourhood", "team") if copo else ())
+    n_shared = len(shared_signals)
+    neighbourhood = neighbourhoods.neighbourhood(env) if copo else None
 
+    feat_dim = sharing.feature_dim(spec, env.obs_dim, n_agents, share.vlstm_hidden)
+    critic_dim = feat_dim + (env.global_state_dim if central else 0)
     kind = env.action_kind
     policy_net = policy_network(config, env)
+    critic_net = MLP((ppo.hidden_size, ppo.hidden_size, 1))
     policy_tx = optax.chain(
         optax.clip_by_global_norm(ppo.max_grad_norm), optax.adam(ppo.lr, eps=1e-5)
     )
-    feat_dim = sharing.feature_dim(method, env.obs_dim, n_agents)
+    lcf_tx = optax.adam(ppo.lcf_lr)
     # VLSTM input (s_t, a_t, r_{t+1}) and target e_{t+1} = (s_{t+1}, r_{t+1}); a_t one-hot when
     # categorical, the slots drawn (multi-hot) for the pointer head, the real vector when Gaussian.
     models = role_models(config, env)
     vlstm_net, cvae_net, selector_net = models.vlstm, models.cvae, models.selector
     vlstm_input_dim = env.obs_dim + env.num_actions + 1
     decoder_input_dim = env.num_actions if share.vlstm_decoder == "action" else 0
+    seps_pretrain = config.seps_pretrain_iterations if clusters else 0
+    seps_per_iteration = min(share.seps_samples, -(-share.seps_samples // max(seps_pretrain, 1)))
 
     def encode_action(action: jax.Array) -> jax.Array:
         if kind == "categorical":
@@ -206,12 +249,29 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
     role_tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(share.role_lr))
     selector_tx = optax.adam(share.selector_lr)
 
+    def inputs(obs: jax.Array, embedding: jax.Array | None,
+               global_state: jax.Array | None) -> jax.Array:
+        """What the policy network sees: f32[B, N, critic_dim] for obs f32[B, N, D].
+
+        The method's features (`sharing.policy_features`), then under MAPPO the global state
+        f32[B, S] of every agent's environment, which only the critic reads (`actor_dim`).
+        """
+        x = sharing.policy_features(spec, obs, embedding)
+        if central:
+            extra = jnp.broadcast_to(global_state[:, None], x.shape[:-1] + global_state.shape[-1:])
+            x = jnp.concatenate([x, extra], axis=-1)
+        return x
+
+    def shared_values(params: Any, x: jax.Array) -> jax.Array:
+        """The shared critics on every agent: f32[B, N, C] for x f32[B, N, critic_dim]."""
+        return jnp.moveaxis(jax.vmap(critic_net.apply, in_axes=(0, None))(params, x)[..., 0], 0, -1)
+
     def init(key: jax.Array) -> TrainState:
         k_policy, k_vlstm, k_cvae, k_sel, key = jax.random.split(key, 5)
-        params = init_stacked(policy_net, k_policy, n_sets, jnp.zeros((1, feat_dim)))
+        params = init_stacked(policy_net, k_policy, n_sets, jnp.zeros((1, critic_dim)))
         policy = Learner(params, jax.vmap(policy_tx.init)(params))
-        roles = None
-        if dyps:
+        roles = critics = lcf = seps_state = None
+        if spec.has_roles:
             vlstm_params = init_vlstm(vlstm_net, k_vlstm, env.obs_dim, vlstm_input_dim,
                                       decoder_input_dim)
             cvae_params = init_cvae(cvae_net, k_cvae, env.obs_dim)
@@ -227,10 +287,23 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
                 agent_embedding=embedding,
                 previous_choice=jnp.full((n_envs, n_agents), -1, jnp.int32),
             )
+        if n_shared:
+            critic_params = init_stacked(critic_net, jax.random.fold_in(k_policy, 1), n_shared,
+                                         jnp.zeros((1, critic_dim)))
+            critics = Learner(critic_params, jax.vmap(policy_tx.init)(critic_params))
+        if copo:
+            lcf_params = algos.init_lcf()
+            lcf = Learner(lcf_params, lcf_tx.init(lcf_params))
+        if clusters:
+            seps_state = seps_lib.SePSState(
+                buffer=seps_lib.Buffer.create(share.seps_samples, env.obs_dim, env.num_actions),
+                assignment=jnp.zeros(n_agents, jnp.int32),
+            )
         zero = jnp.zeros((), jnp.int32)
-        return TrainState(policy, roles, key, zero, zero)
+        return TrainState(policy, roles, key, zero, zero, critics, lcf, seps_state)
 
-    def rollout(key: jax.Array, params: Any, groups: jax.Array):
+    def rollout(key: jax.Array, params: Any, critic_params: Any, groups: jax.Array,
+                embedding: jax.Array | None):
         """One episode in each of E environments; returns transitions [T, E, ...] and final obs."""
         k_reset, k_steps = jax.random.split(key)
         env_state, ts = jax.vmap(env.reset)(jax.random.split(k_reset, n_envs))
@@ -238,38 +311,44 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         def step(carry, key):
             env_state, ts, ended = carry
             k_act, k_env = jax.random.split(key)
-            feats = sharing.policy_features(method, ts.obs)
-            if dyps:
-                every_group = apply_all_groups(policy_net.apply, params, feats)
+            x = inputs(ts.obs, embedding, ts.global_state)
+            if selecting:
+                every_group = apply_all_groups(policy_net.apply, params, x)
                 head, value = select_group(every_group, groups)
             else:
-                head, value = grouped_apply(policy_net.apply, params, feats, groups, per_agent)
+                head, value = grouped_apply(policy_net.apply, params, x, groups, per_agent)
             dist = action_distribution(kind, head, ts.action_mask)
             action = dist.sample(seed=k_act)
             if kind == "categorical":
                 action = action.astype(jnp.int32)
             group_log_prob = None
-            if dyps:
+            if selecting:
                 stacked = lambda x: jnp.broadcast_to(x, (n_sets,) + x.shape)  # noqa: E731
                 log_probs = action_distribution(
                     kind, every_group[0], stacked(ts.action_mask)
                 ).log_prob(stacked(action))
                 group_log_prob = jnp.moveaxis(log_probs, 0, -1)
+            near = jax.vmap(neighbourhood)(env_state) if copo else None
             env_state, next_ts = jax.vmap(env.step)(
                 jax.random.split(k_env, n_envs), env_state, env_action(action)
             )
             alive = (~ended).astype(jnp.float32)
+            reward = next_ts.reward * alive[:, None]
             transition = Transition(
                 obs=ts.obs,
                 action_mask=ts.action_mask,
                 action=action,
                 log_prob=dist.log_prob(action),
                 value=value,
-                reward=next_ts.reward * alive[:, None],
+                reward=reward,
                 done=next_ts.done,
                 valid=jnp.broadcast_to(alive[:, None], (n_envs, n_agents)),
                 metrics=jax.tree.map(lambda m: m * alive, next_ts.metrics),
                 group_log_prob=group_log_prob,
+                global_state=ts.global_state if central else None,
+                shared_value=shared_values(critic_params, x) if n_shared else None,
+                neighbour_reward=(jax.vmap(neighbourhoods.neighbour_reward)(*near, reward)
+                                  if copo else None),
             )
             return (env_state, next_ts, ended | next_ts.done), transition
 
@@ -277,42 +356,117 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         (_, final_ts, _), traj = jax.lax.scan(step, carry, jax.random.split(k_steps, horizon))
         return traj, final_ts.obs
 
-    def ppo_update(key: jax.Array, policy: Learner, traj: Transition, groups: jax.Array,
-                   advantages: jax.Array, returns: jax.Array):
-        flat = lambda x: x.reshape((horizon * n_envs,) + x.shape[2:])  # noqa: E731
-        groups_b = flat(jnp.broadcast_to(groups, (horizon,) + groups.shape))
-        valid = flat(traj.valid)
-        advantages = normalize_per_group(flat(advantages), groups_b, valid, n_sets)
-        batch = (flat(traj.obs), flat(traj.action_mask), flat(traj.action), flat(traj.log_prob),
-                 flat(traj.value), advantages, flat(returns), valid, groups_b)
+    def flat(x: jax.Array) -> jax.Array:
+        """[T, E, ...] -> [T * E, ...], the PPO sample axis."""
+        return x.reshape((horizon * n_envs,) + x.shape[2:])
+
+    def ppo_batch(traj: Transition, groups: jax.Array, embedding: jax.Array | None):
+        """The rollout as PPO samples (one (step, env) pair holding all N agents each)."""
+        over_time = lambda x: flat(jnp.broadcast_to(x, (horizon,) + x.shape))  # noqa: E731
+        batch = {"obs": flat(traj.obs), "mask": flat(traj.action_mask),
+                 "action": flat(traj.action), "old_logp": flat(traj.log_prob),
+                 "old_value": flat(traj.value), "weight": flat(traj.valid),
+                 "group": over_time(groups)}
+        if spec.role_embedding:
+            batch["embedding"] = over_time(embedding)
+        if central:
+            batch["global_state"] = flat(traj.global_state)
+        return batch
+
+    def policy_head(params: Any, mb: dict[str, jax.Array]):
+        x = inputs(mb["obs"], mb.get("embedding"), mb.get("global_state"))
+        head, value = grouped_apply(policy_net.apply, params, x, mb["group"], per_agent)
+        return action_distribution(kind, head, mb["mask"]), value, x
+
+    def ppo_update(key: jax.Array, policy: Learner, critics: Learner | None,
+                   batch: dict[str, jax.Array]):
+        valid = batch["weight"]
+        batch = {**batch, "adv": normalize_per_group(batch["adv"], batch["group"], valid, n_sets)}
         size = horizon * n_envs
         mb_size = min(ppo.batch_size, size)
         n_mb = size // mb_size
 
         def loss_fn(params, mb):
-            obs, mask, action, old_logp, old_value, adv, ret, weight, grp = mb
-            head, value = grouped_apply(
-                policy_net.apply, params, sharing.policy_features(method, obs), grp, per_agent
-            )
-            dist = action_distribution(kind, head, mask)
-            terms = ppo_terms(dist, value, action, old_logp, old_value, adv, ret, ppo.clip_eps)
+            policy_params, critic_params = params
+            dist, value, x = policy_head(policy_params, mb)
+            terms = ppo_terms(dist, value, mb["action"], mb["old_logp"], mb["old_value"],
+                              mb["adv"], mb["ret"], ppo.clip_eps)
+            weight, grp = mb["weight"], mb["group"]
             per_group = jax.tree.map(lambda t: segment_mean(t, grp, weight, n_sets), terms)
             loss = (per_group.policy_loss + ppo.vf_coef * per_group.value_loss
                     - ppo.ent_coef * per_group.entropy).sum()
-            mean = jax.tree.map(lambda t: (t * weight).sum() / jnp.maximum(weight.sum(), 1.0), terms)
-            return loss, mean._asdict()
+            total = jnp.maximum(weight.sum(), 1.0)
+            mean = jax.tree.map(lambda t: (t * weight).sum() / total, terms)._asdict()
+            if n_shared:
+                shared = clipped_value_loss(shared_values(critic_params, x), mb["old_shared"],
+                                            mb["shared_ret"], ppo.clip_eps)
+                shared = (shared * weight[..., None]).sum((0, 1)) / total  # [C]
+                loss = loss + ppo.vf_coef * shared.sum()
+                mean["shared_value_loss"] = shared.mean()
+            return loss, mean
 
-        def minibatch_step(policy, mb):
-            grads, info = jax.grad(loss_fn, has_aux=True)(policy.params, mb)
-            updates, opt_state = jax.vmap(policy_tx.update)(grads, policy.opt_state, policy.params)
-            return Learner(optax.apply_updates(policy.params, updates), opt_state), info
+        def minibatch_step(learners, mb):
+            grads, info = jax.grad(loss_fn, has_aux=True)(
+                tuple(None if lr is None else lr.params for lr in learners), mb)
+            return tuple(None if lr is None else _apply(policy_tx, lr, g, per_set=True)
+                         for lr, g in zip(learners, grads)), info
 
-        def epoch(policy, key):
+        def epoch(learners, key):
             order = jax.random.permutation(key, size)[: n_mb * mb_size].reshape(n_mb, mb_size)
-            return jax.lax.scan(minibatch_step, policy, jax.tree.map(lambda x: x[order], batch))
+            return jax.lax.scan(minibatch_step, learners, jax.tree.map(lambda x: x[order], batch))
 
-        policy, info = jax.lax.scan(epoch, policy, jax.random.split(key, ppo.update_epochs))
-        return policy, jax.tree.map(jnp.mean, info)
+        (policy, critics), info = jax.lax.scan(epoch, (policy, critics),
+                                               jax.random.split(key, ppo.update_epochs))
+        return policy, critics, jax.tree.map(jnp.mean, info)
+
+    def lcf_update(key: jax.Array, lcf: Learner, policy: Learner, batch: dict[str, jax.Array]):
+        """CoPO's meta-step of the coordination factor on one random minibatch (`algos.py`)."""
+        size = horizon * n_envs
+        rows = jax.random.permutation(key, size)[: ppo.batch_size]
+        mb = jax.tree.map(lambda x: x[rows], batch)
+
+        def surrogate(params, adv):
+            dist, _, _ = policy_head(params, mb)
+            ratio = jnp.exp(dist.log_prob(mb["action"]) - mb["old_logp"])
+            return (ratio * adv * mb["weight"]).sum() / jnp.maximum(mb["weight"].sum(), 1.0)
+
+        loss, grads = jax.value_and_grad(algos.lcf_meta_loss)(
+            lcf.params, mb["lcf_noise"], surrogate, policy.params, ppo.lr, mb["adv_individual"],
+            mb["adv_neighbourhood"], mb["adv_team"])
+        lcf = _apply(lcf_tx, lcf, grads)
+        return lcf, {"lcf_meta_loss": loss, "lcf_mean_deg": jnp.rad2deg(lcf.params["mean"]),
+                     "lcf_std_deg": jnp.rad2deg(jnp.exp(lcf.params["log_std"]))}
+
+    def advantages_and_returns(key: jax.Array, traj: Transition, lcf: Learner | None):
+        """GAE of the groups' critics and of the shared ones, and the actor's advantage.
+
+        Returns (actor advantages f32[T, E, N], returns f32[T, E, N], shared returns f32[T, E, N, C]
+        or None, CoPO's meta-update inputs or {}).
+        """
+        # Every episode ends within max_steps (the environments' time limit): nothing to bootstrap.
+        done = traj.done[..., None]
+        own_reward = algos.team_reward(traj.reward) if central else traj.reward
+        advantages, returns = gae(own_reward, traj.value, done, jnp.zeros_like(traj.value[0]),
+                                  ppo.gamma, ppo.gae_lambda)
+        if not n_shared:
+            return advantages, returns, None, {}
+        signals = {"individual": own_reward, "neighbourhood": traj.neighbour_reward,
+                   "team": algos.team_reward(traj.reward)}
+        shared_adv, shared_ret = gae(
+            jnp.stack([signals[name] for name in shared_signals], axis=-1), traj.shared_value,
+            done[..., None], jnp.zeros_like(traj.shared_value[0]), ppo.gamma, ppo.gae_lambda)
+        of = {name: shared_adv[..., i] for i, name in enumerate(shared_signals)}
+        if spec.shared_critic:  # PSA: the mean of the agent's own and the shared critic's
+            advantages = 0.5 * (advantages + of["individual"])
+        if not copo:
+            return advantages, returns, shared_ret, {}
+        normal = lambda a: _standardise(a, traj.valid)  # noqa: E731
+        noise = jax.random.normal(key, (n_envs, n_agents))  # one phi per agent and episode
+        meta = {"adv_individual": normal(advantages), "adv_neighbourhood": normal(of["neighbourhood"]),
+                "adv_team": normal(of["team"]), "lcf_noise": jnp.broadcast_to(noise, traj.valid.shape)}
+        coordinated = algos.coordinated_advantage(algos.lcf_angle(lcf.params, noise),
+                                                  meta["adv_individual"], meta["adv_neighbourhood"])
+        return coordinated, returns, shared_ret, meta
 
     def selector_update(roles: RoleState, traj: Transition, groups: jax.Array,
                         team_return: jax.Array, advantages: jax.Array, fit: jax.Array):
@@ -325,11 +479,8 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
                 stats.standardise(team_return), share.selector_ent_coef, fit,
             )
         else:
-            valid = traj.valid
-            mean = (advantages * valid).sum() / jnp.maximum(valid.sum(), 1.0)
-            std = jnp.sqrt((jnp.square(advantages - mean) * valid).sum() / jnp.maximum(valid.sum(), 1.0))
             gains = group_advantages(traj.group_log_prob, traj.log_prob,
-                                     (advantages - mean) / (std + 1e-8), valid)
+                                     _standardise(advantages, traj.valid), traj.valid)
             grads, info = jax.grad(group_advantage_loss, argnums=1, has_aux=True)(
                 selector_net, roles.selector.params, roles.agent_embedding, z_groups, gains + fit,
                 share.selector_ent_coef, share.group_balance_coef,
@@ -339,15 +490,13 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
     def role_update(key: jax.Array, roles: RoleState, traj: Transition, final_obs: jax.Array,
                     groups: jax.Array, team_return: jax.Array, advantages: jax.Array,
                     choice: jax.Array):
+        """One step of each role model the method uses (`MethodSpec.trains_*`)."""
         k_vlstm, k_cvae, k_idx, k_resp = jax.random.split(key, 4)
-        batch = horizon * n_envs * n_agents
-        to_batch = lambda x: x.reshape((horizon, n_envs * n_agents) + x.shape[3:])  # noqa: E731
         next_obs = jnp.concatenate([traj.obs[1:], final_obs[None]], axis=0)
         reward = traj.reward[..., None]
         action = encode_action(traj.action)
-        lstm_in = jnp.concatenate([traj.obs, action, reward], axis=-1)
-        decoder_in = action if share.vlstm_decoder == "action" else None
         target = jnp.concatenate([next_obs, reward], axis=-1)
+        response = spec.trains_cvae and cvae_net.response_dim > 0
 
         # The same few time steps of every agent score it under every group's response model
         # (before this iteration's update) and train that model.
@@ -357,7 +506,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         resp_valid = traj.valid[steps]
         resp_groups = flat_k(jnp.broadcast_to(groups, (horizon,) + groups.shape))
         fit = jnp.zeros((n_envs, n_agents, n_sets))
-        if cvae_net.response_dim:
+        if response:
             ll = response_log_likelihood(cvae_net, roles.cvae.params, *resp_data)
             ll = ll.reshape(resp_valid.shape + (n_sets,)) * resp_valid[..., None]
             fit = ll.sum(0) / jnp.maximum(resp_valid.sum(0), 1.0)[..., None]
@@ -365,78 +514,123 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             # whose model is better for everyone (it was trained on more agents) would otherwise
             # draw every agent in, the collapse of an unbalanced mixture of experts.
             fit = share.group_response_coef * (fit - fit.mean(axis=(0, 1)))
-        selector, stats, sel_info = selector_update(roles, traj, groups, team_return, advantages,
+
+        info = {}
+        selector, stats = roles.selector, roles.return_stats
+        if selecting:
+            selector, stats, info = selector_update(roles, traj, groups, team_return, advantages,
                                                     fit)
-        (vlstm_loss, embedding), vlstm_grads = jax.value_and_grad(
-            lambda p: vlstm_elbo(vlstm_net, p, k_vlstm, to_batch(traj.obs), to_batch(lstm_in),
-                                 to_batch(target), to_batch(traj.valid), share.agent_embedding,
-                                 None if decoder_in is None else to_batch(decoder_in)),
-            has_aux=True,
-        )(roles.vlstm.params)
-        vlstm = _apply(role_tx, roles.vlstm, vlstm_grads)
 
-        # The CVAE sees a random subset of (state, action, group) triples: its cost must not grow
-        # with N x T x E (3130 agents in the medical scenario).
-        idx = jax.random.randint(k_idx, (share.aux_samples,), 0, batch)
-        take = lambda x: x.reshape((batch,) + x.shape[3:])[idx]  # noqa: E731
-        all_groups = jnp.broadcast_to(groups, (horizon,) + groups.shape)
-        def cvae_loss_fn(p):
-            loss = cvae_elbo(cvae_net, p, k_cvae, take(all_groups), take(traj.obs),
-                             take(traj.action), take(traj.valid), share.cvae_beta,
-                             action_mask=take(traj.action_mask))
-            response = jnp.zeros(())
-            if cvae_net.response_dim:
-                response = response_nll(cvae_net, p, resp_groups, *resp_data, resp_valid.reshape(-1))
-            return loss + response, response
+        batch = horizon * n_envs * n_agents
+        vlstm, embedding = roles.vlstm, roles.agent_embedding
+        if spec.trains_vlstm:
+            to_batch = lambda x: x.reshape((horizon, n_envs * n_agents) + x.shape[3:])  # noqa: E731
+            lstm_in = jnp.concatenate([traj.obs, action, reward], axis=-1)
+            decoder_in = action if share.vlstm_decoder == "action" else None
+            (info["vlstm_loss"], embedding), vlstm_grads = jax.value_and_grad(
+                lambda p: vlstm_elbo(vlstm_net, p, k_vlstm, to_batch(traj.obs), to_batch(lstm_in),
+                                     to_batch(target), to_batch(traj.valid), share.agent_embedding,
+                                     None if decoder_in is None else to_batch(decoder_in)),
+                has_aux=True,
+            )(roles.vlstm.params)
+            vlstm = _apply(role_tx, roles.vlstm, vlstm_grads)
+            embedding = jax.lax.stop_gradient(embedding.reshape(n_envs, n_agents, -1))
 
-        (cvae_loss, response_loss), cvae_grads = jax.value_and_grad(cvae_loss_fn, has_aux=True)(
-            roles.cvae.params)
-        cvae = _apply(role_tx, roles.cvae, cvae_grads)
+        cvae = roles.cvae
+        if spec.trains_cvae:
+            # The CVAE sees a random subset of (state, action, group) triples: its cost must not
+            # grow with N x T x E (3130 agents in the medical scenario).
+            idx = jax.random.randint(k_idx, (share.aux_samples,), 0, batch)
+            take = lambda x: x.reshape((batch,) + x.shape[3:])[idx]  # noqa: E731
+            all_groups = jnp.broadcast_to(groups, (horizon,) + groups.shape)
+
+            def cvae_loss_fn(p):
+                elbo = cvae_elbo(cvae_net, p, k_cvae, take(all_groups), take(traj.obs),
+                                 take(traj.action), take(traj.valid), share.cvae_beta,
+                                 action_mask=take(traj.action_mask))
+                nll = jnp.zeros(())
+                if response:
+                    nll = response_nll(cvae_net, p, resp_groups, *resp_data,
+                                       resp_valid.reshape(-1))
+                return elbo + nll, (elbo, nll)
+
+            (_, (info["cvae_loss"], nll)), cvae_grads = jax.value_and_grad(
+                cvae_loss_fn, has_aux=True)(roles.cvae.params)
+            if response:
+                info["response_loss"] = nll
+            cvae = _apply(role_tx, roles.cvae, cvae_grads)
 
         new_roles = RoleState(
             vlstm=vlstm, cvae=cvae, selector=selector, return_stats=stats,
-            agent_embedding=jax.lax.stop_gradient(embedding.reshape(n_envs, n_agents, -1)),
-            previous_choice=choice,
+            agent_embedding=embedding, previous_choice=choice,
         )
-        info = {"vlstm_loss": vlstm_loss, "cvae_loss": cvae_loss - response_loss, **sel_info}
-        if cvae_net.response_dim:
-            info["response_loss"] = response_loss
         return new_roles, info
 
-    def grouping_metrics(logits: jax.Array, previous: jax.Array,
-                         embedding: jax.Array) -> tuple[jax.Array, dict]:
-        """What the selector's assignment looks like this iteration (docs/grouping.md)."""
-        choice = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-        changed = jnp.where(previous >= 0, choice != previous, False)
+    def assignment_metrics(choice: jax.Array) -> dict[str, jax.Array]:
+        """Group sizes of an assignment int32[E, N] and, with true agent types, ARI and purity."""
         sizes = jax.nn.one_hot(choice, n_sets).sum(axis=1).mean(axis=0)  # [M]
-        out = {
-            "selector_entropy": distrax.Categorical(logits=logits).entropy().mean(),
-            "selector_top_prob": jax.nn.softmax(logits, axis=-1).max(-1).mean(),
-            "group_changes": changed.mean(),
-            **{f"group_size_{m}": sizes[m] for m in range(n_sets)},
-        }
+        out = {f"group_size_{m}": sizes[m] for m in range(n_sets)}
         if agent_types is not None:
             num_types = int(agent_types.max()) + 1
             types = jnp.asarray(agent_types)
             out["type_ari"] = group_metrics.adjusted_rand_index(
                 choice, types, n_sets, num_types).mean()
             out["type_purity"] = group_metrics.purity(choice, types, n_sets, num_types).mean()
-            out["role_separation"] = group_metrics.separation(embedding, types, num_types).mean()
+        return out
+
+    def grouping_metrics(logits: jax.Array, previous: jax.Array,
+                         embedding: jax.Array) -> tuple[jax.Array, dict]:
+        """What the selector's assignment looks like this iteration (docs/grouping.md)."""
+        choice = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        changed = jnp.where(previous >= 0, choice != previous, False)
+        out = {
+            "selector_entropy": distrax.Categorical(logits=logits).entropy().mean(),
+            "selector_top_prob": jax.nn.softmax(logits, axis=-1).max(-1).mean(),
+            "group_changes": changed.mean(),
+            **assignment_metrics(choice),
+        }
+        if agent_types is not None:
+            num_types = int(agent_types.max()) + 1
+            out["role_separation"] = group_metrics.separation(
+                embedding, jnp.asarray(agent_types), num_types).mean()
         return choice, out
+
+    def seps_switch(key: jax.Array, state: TrainState) -> TrainState:
+        """End of SePS's pre-training: cluster the ids and copy the shared network into every set."""
+        assignment = seps_lib.cluster(key, state.seps.buffer, n_agents, n_sets)
+        copy = lambda x: jnp.broadcast_to(x[:1], x.shape)  # noqa: E731
+        return state.replace(policy=jax.tree.map(copy, state.policy),
+                             seps=state.seps.replace(assignment=assignment))
+
+    def seps_record(key: jax.Array, state: TrainState, traj: Transition, final_obs: jax.Array):
+        """Records transitions of the pre-training iterations (after them the buffer is kept)."""
+        next_obs = jnp.concatenate([traj.obs[1:], final_obs[None]], axis=0)
+        recorded = seps_lib.record(state.seps.buffer, key, state.iteration * seps_per_iteration,
+                                   seps_per_iteration, traj.obs, encode_action(traj.action),
+                                   next_obs, traj.reward, traj.valid)
+        pretraining = state.iteration < seps_pretrain
+        buffer = jax.tree.map(lambda new, old: jnp.where(pretraining, new, old), recorded,
+                              state.seps.buffer)
+        return state.seps.replace(buffer=buffer)
 
     def iteration(state: TrainState, _) -> tuple[TrainState, dict[str, jax.Array]]:
         key, k_assign, k_roll, k_ppo, k_roles = jax.random.split(state.key, 5)
-        if dyps:
+        k_seps, k_record, k_phi, k_lcf = (jax.random.fold_in(k_assign, i) for i in range(1, 5))
+        if clusters:
+            # The iteration counter is never batched by vmap over keys, so this stays a branch.
+            state = jax.lax.cond(state.iteration == seps_pretrain,
+                                 lambda s: seps_switch(k_seps, s), lambda s: s, state)
+        embedding = state.roles.agent_embedding if spec.role_embedding else None
+        if selecting:
             logits = _selector_logits(models, state.roles)
             groups = sample_groups(k_assign, logits)
         else:
-            groups = sharing.fixed_assignment(method, n_envs, n_agents)
-        traj, final_obs = rollout(k_roll, state.policy.params, groups)
-        # Every episode ends within max_steps (the environments' time limit), so nothing to bootstrap.
-        advantages, returns = gae(
-            traj.reward, traj.value, traj.done[..., None], jnp.zeros_like(traj.value[0]),
-            ppo.gamma, ppo.gae_lambda,
-        )
+            groups = sharing.fixed_assignment(spec, n_envs, n_agents)
+            if clusters:
+                groups = jnp.broadcast_to(state.seps.assignment, groups.shape)
+        critic_params = state.critics.params if n_shared else None
+        traj, final_obs = rollout(k_roll, state.policy.params, critic_params, groups, embedding)
+        advantages, returns, shared_returns, meta = advantages_and_returns(k_phi, traj, state.lcf)
         team_return = traj.reward.sum(axis=(0, 2))  # [E]
         metrics = {
             "episode_return": team_return.mean(),
@@ -444,17 +638,33 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             **{k: v.sum(axis=0).mean() for k, v in traj.metrics.items()},
         }
         roles = state.roles
-        if dyps:
-            choice, group_info = grouping_metrics(logits, roles.previous_choice,
-                                                  roles.agent_embedding)
+        if spec.has_roles:
+            choice = roles.previous_choice
+            if selecting:
+                choice, group_info = grouping_metrics(logits, roles.previous_choice,
+                                                      roles.agent_embedding)
+                metrics.update(group_info)
             roles, role_info = role_update(k_roles, roles, traj, final_obs, groups, team_return,
                                            advantages, choice)
-            metrics.update(role_info, **group_info)
-        policy, ppo_info = ppo_update(k_ppo, state.policy, traj, groups, advantages, returns)
+            metrics.update(role_info)
+        seps_state = state.seps
+        if clusters:
+            seps_state = seps_record(k_record, state, traj, final_obs)
+            metrics.update(assignment_metrics(groups))
+        batch = {**ppo_batch(traj, groups, embedding), "adv": flat(advantages),
+                 "ret": flat(returns), **{k: flat(v) for k, v in meta.items()}}
+        if n_shared:
+            batch.update(old_shared=flat(traj.shared_value), shared_ret=flat(shared_returns))
+        policy, critics, ppo_info = ppo_update(k_ppo, state.policy, state.critics, batch)
         metrics.update(ppo_info)
+        lcf = state.lcf
+        if copo:
+            lcf, lcf_info = lcf_update(k_lcf, lcf, policy, batch)
+            metrics.update(lcf_info)
         new_state = TrainState(
             policy=policy, roles=roles, key=key, iteration=state.iteration + 1,
-            env_steps=state.env_steps + n_envs * horizon,
+            env_steps=state.env_steps + n_envs * horizon, critics=critics, lcf=lcf,
+            seps=seps_state,
         )
         return new_state, metrics
 
@@ -464,8 +674,20 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
     return TrainFns(init=init, iterate=iterate)
 
 
-def _apply(tx: optax.GradientTransformation, learner: Learner, grads: Any) -> Learner:
-    updates, opt_state = tx.update(grads, learner.opt_state, learner.params)
+def _standardise(x: jax.Array, valid: jax.Array) -> jax.Array:
+    """(x - mean) / std over the entries with valid = 1 (x, valid of one shape)."""
+    count = jnp.maximum(valid.sum(), 1.0)
+    mean = (x * valid).sum() / count
+    std = jnp.sqrt((jnp.square(x - mean) * valid).sum() / count)
+    return (x - mean) / (std + 1e-8)
+
+
+def _apply(tx: optax.GradientTransformation, learner: Learner, grads: Any,
+           per_set: bool = False) -> Learner:
+    """One optimiser step; `per_set`: leaves carry a leading axis of independent parameter sets
+    with an optimiser state each."""
+    update = jax.vmap(tx.update) if per_set else tx.update
+    updates, opt_state = update(grads, learner.opt_state, learner.params)
     return Learner(optax.apply_updates(learner.params, updates), opt_state)
 
 
