@@ -99,16 +99,19 @@ def test_no_type_metrics_without_types(tiny_ridehailing):
 
 @pytest.mark.parametrize("method", dyps_jax.METHODS)
 def test_group_probabilities(tiny_lbf, method):
-    config = _short_config(tiny_lbf, method=method, num_groups=3, iterations=1)
+    config = _short_config(tiny_lbf, method=method, num_groups=3, iterations=2)
     fns = dyps_jax.make_train_fns(config)
     state, _ = jax.jit(fns.iterate, static_argnums=1)(fns.init(jax.random.key(0)), 1)
     probs = dyps_jax.group_probabilities(config, state)
     chex.assert_shape(probs, (4, 4, config.num_param_sets))
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
-    if method == "nops":
+    assignment = config.method_spec.assignment
+    if assignment == "identity":  # NoPS, PSA: agent n uses set n
         np.testing.assert_array_equal(np.argmax(probs, -1), np.tile(np.arange(4), (4, 1)))
-    elif method != "dyps":
+    elif assignment == "shared":  # PS, PS-id, role-as-state: one set
         np.testing.assert_array_equal(probs, 1.0)
+    elif assignment == "clusters":  # SePS: one-hot clusters (set 0 while pre-training)
+        np.testing.assert_array_equal(probs.max(-1), 1.0)
 
 
 def test_paper_literal_selector_still_trains(tiny_lbf):
