@@ -148,6 +148,8 @@ def budget_steps(scenario: str, budget: str | int) -> int:
 
 def row_config(scenario: str, row: Row, budget: str, overrides: dict | None = None):
     """The row's TrainConfig on a scenario, or the reason it cannot be built (a missing method)."""
+    if row.method is None:  # make_config(method=None) would build the preset's default method
+        return None, row.note
     settings = {**row.settings, **(overrides or {})}
     try:
         return dyps_jax.make_config(env=scenario, method=row.method,
@@ -214,8 +216,6 @@ class Runner:
         label = row.label + "".join(f" {k}={v}" for k, v in (overrides or {}).items())
         self.progress.update(self.task, now=f"{label} on {scenario}")
         config, reason = row_config(scenario, row, a.budget, overrides)
-        if row.method is None:
-            reason = row.note
         if config is None:
             self.console.print(f"[yellow]missing[/] {label} on {scenario}: {reason}")
             outcome = {"missing": reason}

@@ -706,7 +706,7 @@ def test_evaluate_cli_unknown_policy():
     ({"city": "", "demand": "replay"}, "env.demand", "env.city or env.trips_path"),
     ({"rows": 6.0}, "env.rows", "integer"),
     ({"cols": "6"}, "env.cols", "integer"),
-    ({"max_candidates": 0}, "env.max_candidates", "> 0"),
+    ({"max_candidates": 0}, "env.max_candidates", ">= 2"),
     ({"drivers_per_cell": -1}, "env.drivers_per_cell", ">= 0"),
 ])
 def test_bad_parameters_name_the_field(params, field, allowed):
