@@ -498,15 +498,15 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         target = jnp.concatenate([next_obs, reward], axis=-1)
         response = spec.trains_cvae and cvae_net.response_dim > 0
 
-        # The same few time steps of every agent score it under every group's response model
-        # (before this iteration's update) and train that model.
-        steps = jax.random.randint(k_resp, (share.response_steps,), 0, horizon)
-        flat_k = lambda x: x[steps].reshape((-1,) + x.shape[3:])  # noqa: E731
-        resp_data = (flat_k(traj.obs), flat_k(action), flat_k(target))
-        resp_valid = traj.valid[steps]
-        resp_groups = flat_k(jnp.broadcast_to(groups, (horizon,) + groups.shape))
         fit = jnp.zeros((n_envs, n_agents, n_sets))
         if response:
+            # The same few time steps of every agent score it under every group's response model
+            # (before this iteration's update) and train that model.
+            steps = jax.random.randint(k_resp, (share.response_steps,), 0, horizon)
+            flat_k = lambda x: x[steps].reshape((-1,) + x.shape[3:])  # noqa: E731
+            resp_data = (flat_k(traj.obs), flat_k(action), flat_k(target))
+            resp_valid = traj.valid[steps]
+            resp_groups = jnp.broadcast_to(groups, resp_valid.shape).reshape(-1)
             ll = response_log_likelihood(cvae_net, roles.cvae.params, *resp_data)
             ll = ll.reshape(resp_valid.shape + (n_sets,)) * resp_valid[..., None]
             fit = ll.sum(0) / jnp.maximum(resp_valid.sum(0), 1.0)[..., None]
