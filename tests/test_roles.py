@@ -118,7 +118,7 @@ def test_group_response_tells_apart_agents_whose_actions_act_differently():
     targets = states + jnp.where(kind[:, None] == 0, 1.0, -1.0) * actions
 
     def loss_fn(p, key):
-        return response_nll(model, p, kind, states, actions, targets, jnp.ones(B))
+        return response_nll(model, p, jax.nn.one_hot(kind, 2), states, actions, targets, jnp.ones(B))
 
     before = response_log_likelihood(model, params, states, actions, targets)
     chex.assert_shape(before, (B, 2))
@@ -199,3 +199,32 @@ def test_vlstm_mean_embedding_and_action_conditioned_decoder():
                            decoder_inputs=actions + 1.0)
     assert float(loss1) != float(loss2)
     np.testing.assert_allclose(h1, h2, rtol=1e-6)
+
+
+def test_response_em_separates_kinds_from_near_uniform_responsibilities():
+    """The loop DyPS runs with the group response: fit every group's model under the current
+    responsibilities (M-step, `response_nll`), then move each agent's responsibilities towards the
+    groups that explain it best, centred over agents (E-step). From responsibilities within 0.05 of
+    uniform the groups must end up holding one kind each."""
+    model = CVAE(num_groups=2, num_actions=2, latent=4, response_dim=2)
+    params = init_cvae(model, jax.random.key(0), 2)
+    n_agents, per_agent = 16, 32
+    kind = jnp.arange(n_agents) // 8
+    states = jax.random.normal(jax.random.key(1), (n_agents, per_agent, 2))
+    actions = jax.nn.one_hot(jax.random.randint(jax.random.key(2), (n_agents, per_agent), 0, 2), 2)
+    sign = jnp.where(kind == 0, 1.0, -1.0)[:, None, None]
+    targets = states + sign * actions
+    flat = lambda x: x.reshape((n_agents * per_agent,) + x.shape[2:])  # noqa: E731
+    data = (flat(states), flat(actions), flat(targets))
+    logits = 0.1 * jax.random.uniform(jax.random.key(3), (n_agents, 2), minval=-1.0)
+    for _ in range(8):
+        resp = jnp.repeat(jax.nn.softmax(logits, axis=-1), per_agent, axis=0)
+        params, _ = _fit(lambda p, key: response_nll(model, p, resp, *data,  # noqa: B023
+                                                     jnp.ones(n_agents * per_agent)),
+                         params, 40, lr=1e-2)
+        fit = response_log_likelihood(model, params, *data).reshape(n_agents, per_agent, 2).mean(1)
+        logits = logits + 20.0 * (fit - fit.mean(axis=0))
+    groups = jnp.argmax(logits, axis=-1)
+    assert int(jnp.unique(groups[kind == 0]).size) == 1
+    assert int(jnp.unique(groups[kind == 1]).size) == 1
+    assert int(groups[0]) != int(groups[-1])

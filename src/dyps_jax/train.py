@@ -481,6 +481,10 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         else:
             gains = group_advantages(traj.group_log_prob, traj.log_prob,
                                      _standardise(advantages, traj.valid), traj.valid)
+            # Which group suits every agent better is the groups' policies' business (PPO trains
+            # the laggard); the selector only needs which agents suit a group more than others do.
+            # Uncentred, that common part drew every warehouse robot into one group for a while.
+            gains = gains - gains.mean(axis=(0, 1))
             grads, info = jax.grad(group_advantage_loss, argnums=1, has_aux=True)(
                 selector_net, roles.selector.params, roles.agent_embedding, z_groups, gains + fit,
                 share.selector_ent_coef, share.group_balance_coef,
@@ -506,7 +510,6 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             flat_k = lambda x: x[steps].reshape((-1,) + x.shape[3:])  # noqa: E731
             resp_data = (flat_k(traj.obs), flat_k(action), flat_k(target))
             resp_valid = traj.valid[steps]
-            resp_groups = jnp.broadcast_to(groups, resp_valid.shape).reshape(-1)
             ll = response_log_likelihood(cvae_net, roles.cvae.params, *resp_data)
             ll = ll.reshape(resp_valid.shape + (n_sets,)) * resp_valid[..., None]
             fit = ll.sum(0) / jnp.maximum(resp_valid.sum(0), 1.0)[..., None]
@@ -514,6 +517,12 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             # whose model is better for everyone (it was trained on more agents) would otherwise
             # draw every agent in, the collapse of an unbalanced mixture of experts.
             fit = share.group_response_coef * (fit - fit.mean(axis=(0, 1)))
+            # EM's responsibilities are the assignment probabilities, not the groups drawn this
+            # episode: a draw from a near-uniform a_g is a fresh coin per episode, so every group's
+            # model would see the same mix of agents and the models could never part.
+            responsibilities = jnp.broadcast_to(
+                jax.nn.softmax(_selector_logits(models, roles), axis=-1),
+                resp_valid.shape + (n_sets,)).reshape(-1, n_sets)
 
         info = {}
         selector, stats = roles.selector, roles.return_stats
@@ -550,7 +559,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
                                  action_mask=take(traj.action_mask))
                 nll = jnp.zeros(())
                 if response:
-                    nll = response_nll(cvae_net, p, resp_groups, *resp_data,
+                    nll = response_nll(cvae_net, p, responsibilities, *resp_data,
                                        resp_valid.reshape(-1))
                 return elbo + nll, (elbo, nll)
 

@@ -119,26 +119,29 @@ def group_embeddings(model: CVAE, params) -> jax.Array:
 def response_nll(
     model: CVAE,
     params,
-    groups: jax.Array,
+    responsibilities: jax.Array,
     states: jax.Array,
     actions: jax.Array,
     targets: jax.Array,
     weights: jax.Array,
 ) -> jax.Array:
-    """-log p(e_{t+1} | z_g, s_t, a_t) per target dimension, the weighted mean over samples.
+    """-sum_m r[b, m] log p(e_{t+1} | z_m, s_t, a_t) per target dimension, the weighted mean over b.
 
-    z_g is the encoder mean of each sample's group, so the gradient also reaches the encoder: a group
-    whose agents the environment answers differently needs its own z_g, which keeps the z_g apart.
+    The M-step of EM for a mixture of regressions: every group's response model is fitted to every
+    sample in proportion to the responsibility r[b, m] of group m for the sample's agent (in training,
+    the selector's assignment probabilities a_g). A one-hot r trains each sample under one group only.
+    z_m is the encoder mean, so the gradient also reaches the encoder: a group whose agents the
+    environment answers differently needs its own z_g, which keeps the z_g apart.
 
     Args:
-      groups: int32[B]; states: f32[B, D]; actions: f32[B, A] (encoded); targets: f32[B, R];
-      weights: f32[B].
+      responsibilities: f32[B, M], rows summing to 1; states: f32[B, D]; actions: f32[B, A]
+        (encoded); targets: f32[B, R]; weights: f32[B].
     """
-    chex.assert_equal_shape([groups, weights])
-    z, _ = model.apply(params, groups, method=CVAE.encode)
-    dist = cast(distrax.MultivariateNormalDiag,
-                model.apply(params, z, states, actions, method=CVAE.respond))
-    nll = -dist.log_prob(targets) / model.response_dim
+    chex.assert_rank(responsibilities, 2)
+    chex.assert_axis_dimension(responsibilities, 1, model.num_groups)
+    chex.assert_equal_shape_prefix([responsibilities, weights], 1)
+    ll = response_log_likelihood(model, params, states, actions, targets)
+    nll = -(responsibilities * ll).sum(axis=-1)
     return (nll * weights).sum() / jnp.maximum(weights.sum(), 1.0)
 
 
