@@ -94,6 +94,9 @@ def main() -> None:
     for pair in args.set:
         key, _, value = pair.partition("=")
         common[key] = tomllib.loads(f"v = {value}")["v"] if value[:1].isdigit() else value
+    # The revision the runs start from (HEAD may move while a long ablation runs).
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                         text=True).stdout.strip()
     rows = {}
     for name in chosen:
         method, overrides = VARIANTS[name]
@@ -103,8 +106,6 @@ def main() -> None:
 
     RESULTS.mkdir(exist_ok=True)
     stem = RESULTS / (args.name or f"grouping_{args.env}")
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                         text=True).stdout.strip()
     command = (f"python experiments/grouping.py --env {args.env} --total-steps {args.total_steps} "
                f"--num-envs {args.num_envs} --seeds {args.seeds}"
                + (f" --num-groups {args.num_groups}" if args.num_groups else "")
