@@ -89,6 +89,10 @@ def test_grouping_diagnostics_are_logged(tiny_lbf):
     assert np.all((metrics["type_ari"] >= -1) & (metrics["type_ari"] <= 1))
     assert np.all((metrics["type_purity"] > 0) & (metrics["type_purity"] <= 1))
     assert np.all(np.isfinite(metrics["response_loss"]))
+    assert np.all(metrics["response_spread"] >= 0)
+    # EM's responsibilities are distributions over the 3 groups
+    assert np.all((metrics["response_confidence"] >= 1 / 3 - 1e-5)
+                  & (metrics["response_confidence"] <= 1 + 1e-5))
 
 
 def test_no_type_metrics_without_types(tiny_ridehailing):

@@ -513,16 +513,21 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             ll = response_log_likelihood(cvae_net, roles.cvae.params, *resp_data)
             ll = ll.reshape(resp_valid.shape + (n_sets,)) * resp_valid[..., None]
             fit = ll.sum(0) / jnp.maximum(resp_valid.sum(0), 1.0)[..., None]
+            # EM's responsibilities: the posterior of each agent's group given its sampled
+            # transitions, with a_g as the prior. Fitting under a_g itself failed: while a_g is
+            # near uniform every group's model sees the same mix of agents, the models converge
+            # to one another and the fit they give the selector fades (rware-1, 1M steps).
+            log_posterior = (jax.nn.log_softmax(_selector_logits(models, roles), axis=-1)
+                             + ll.sum(0) * cvae_net.response_dim)
+            responsibilities = jax.nn.softmax(log_posterior, axis=-1)
+            response_info = {"response_spread": fit.std(axis=-1).mean(),
+                             "response_confidence": responsibilities.max(-1).mean()}
+            responsibilities = jnp.broadcast_to(
+                responsibilities, resp_valid.shape + (n_sets,)).reshape(-1, n_sets)
             # Only how much better a group explains this agent than the others counts: a group
             # whose model is better for everyone (it was trained on more agents) would otherwise
             # draw every agent in, the collapse of an unbalanced mixture of experts.
             fit = share.group_response_coef * (fit - fit.mean(axis=(0, 1)))
-            # EM's responsibilities are the assignment probabilities, not the groups drawn this
-            # episode: a draw from a near-uniform a_g is a fresh coin per episode, so every group's
-            # model would see the same mix of agents and the models could never part.
-            responsibilities = jnp.broadcast_to(
-                jax.nn.softmax(_selector_logits(models, roles), axis=-1),
-                resp_valid.shape + (n_sets,)).reshape(-1, n_sets)
 
         info = {}
         selector, stats = roles.selector, roles.return_stats
@@ -567,6 +572,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
                 cvae_loss_fn, has_aux=True)(roles.cvae.params)
             if response:
                 info["response_loss"] = nll
+                info.update(response_info)
             cvae = _apply(role_tx, roles.cvae, cvae_grads)
 
         new_roles = RoleState(
