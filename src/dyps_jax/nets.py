@@ -90,9 +90,14 @@ class PointerActorCritic(nn.Module):
 
 
 def init_stacked(module: nn.Module, key: jax.Array, num_sets: int, example: jax.Array) -> Any:
-    """Independently initialised parameter sets stacked on a leading axis: leaves `[G, ...]`."""
+    """Independently initialised parameter sets stacked on a leading axis: leaves `[G, ...]`.
+
+    The sets are drawn one after another (`lax.map`), not batched (`vmap`): a batched orthogonal
+    initialiser is a batched LAPACK QR, which jaxlib 0.10.0-0.10.2 splits over XLA's CPU thread
+    pool from inside that pool and can deadlock (docs/jax-versions.md). Same numbers either way.
+    """
     keys = jax.random.split(key, num_sets)
-    return jax.vmap(lambda k: module.init(k, example))(keys)
+    return jax.lax.map(lambda k: module.init(k, example), keys)
 
 
 def apply_all_groups(apply_fn: Callable[..., Any], params: Any, x: jax.Array) -> Any:
