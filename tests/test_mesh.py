@@ -26,7 +26,7 @@ for devices in (1, 4):
                          devices=devices)
     fns = make_train_fns(config)
     state = jax.jit(fns.init)(jax.random.key(0))
-    placed = fns.place(fns.init(jax.random.key(0)))
+    placed = fns.place(jax.device_get(state))  # as a restored checkpoint comes: host arrays
     final, metrics = jax.jit(fns.iterate, static_argnums=1)(state, config.num_iterations)
     embedding = final.roles.agent_embedding
     param = jax.tree.leaves(final.policy.params)[0]
