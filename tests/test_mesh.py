@@ -37,8 +37,9 @@ for devices in (1, 4):
         "embedding_shape": list(embedding.shape),
         "param_replicated": param.sharding.is_fully_replicated,
         "param_devices": len(param.sharding.device_set),
-        "placed_like_init": str(placed.roles.agent_embedding.sharding)
-                            == str(state.roles.agent_embedding.sharding),
+        # One device: `place` leaves the host arrays as they are.
+        "placed_like_init": devices == 1 or placed.roles.agent_embedding.sharding
+                            == state.roles.agent_embedding.sharding,
     }
 print(json.dumps(out))
 """
