@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument("--ref-steps", type=int, default=1000)
     parser.add_argument("--scenarios", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     parser.add_argument("--no-jumanji", action="store_true")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="skip the reference `lbforaging` (e.g. on a GPU machine without it)")
     common.add_out_argument(parser, DEFAULT_OUT)
     args = parser.parse_args(argv)
 
@@ -151,7 +153,8 @@ def main(argv: list[str] | None = None) -> str:
     rows = []
     for name in args.scenarios:
         n, f = PRESETS[name]
-        ref_rate = time_reference(n, f, args.ref_steps, args.repeats)
+        ref_rate = (float("nan") if args.no_reference
+                    else time_reference(n, f, args.ref_steps, args.repeats))
         print(f"{name}: reference {fmt(ref_rate)} env-steps/s", flush=True)
         for batch in args.batches:
             # Long scans for small batches so each timed call does enough work to time.

@@ -119,12 +119,15 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=100, help="steps per timed JAX call")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls (median)")
     parser.add_argument("--ref-steps", type=int, default=1000, help="reference steps per run")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="skip the reference `rware` (e.g. on a GPU machine without it)")
     parser.add_argument("--out", nargs="?", const=str(RESULTS), default=None,
                         help=f"write the markdown table (default path {RESULTS})")  # fmt: skip
     args = parser.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
 
-    ref = reference_steps_per_s(args.ref_steps, args.repeats)
+    ref = (float("nan") if args.no_reference
+           else reference_steps_per_s(args.ref_steps, args.repeats))
     rows = []
     for batch in batches:
         ours = ours_steps_per_s(batch, args.steps, args.repeats)

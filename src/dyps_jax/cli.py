@@ -58,6 +58,8 @@ _HELP = {
     "seps_pretrain_fraction": "SePS: share of total-steps spent pre-training the shared network",
     "seps_samples": "SePS: transitions recorded during pre-training for the id VAE",
     "out": "folder for run folders",
+    "devices": "local devices (GPUs, TPU cores) the parallel environments are split over; 0 = "
+               "all of them; num_envs must be a multiple (docs/architecture.md)",
     "batch_size": "PPO minibatch size in (env, step) transitions (Table 6); at most num_envs x "
                   "episode length",
     "lr": "allocation actor/critic learning rate (Table 6)",
@@ -280,8 +282,9 @@ def run(config: TrainConfig, quiet: bool = False, console: Console | None = None
     state = None
     if resume is not None:
         like = jax.eval_shape(fns.init, jax.random.key(config.seed))
-        state = checkpoint.restore(folder / "checkpoints", like, fallback=resume_fallback,
-                                   warn=lambda m: console.print(f"[yellow]warning:[/] {m}"))
+        state = fns.place(checkpoint.restore(
+            folder / "checkpoints", like, fallback=resume_fallback,
+            warn=lambda m: console.print(f"[yellow]warning:[/] {m}")))
     done_iters = start_iters = 0 if state is None else int(state.iteration)
     chunk = min(config.log_every, total_iters)
     # Chunks start at multiples of `chunk`, as in an uninterrupted run, so a resume replays the

@@ -18,7 +18,7 @@ import re
 import warnings
 from typing import Any
 
-from dyps_jax import envs, neighbourhoods
+from dyps_jax import envs, mesh, neighbourhoods
 from dyps_jax.algos import ALGOS
 from dyps_jax.sharing import METHOD_SPECS, MethodSpec
 
@@ -106,6 +106,7 @@ class TrainConfig:
     log_every: int = 10  # iterations per host call (progress bar, logs)
     checkpoint_every: int = 100  # iterations between checkpoints; 0 disables them
     out: str = "runs"
+    devices: int = 1  # local devices the environment batch is split over (0: all), mesh.py
 
     @property
     def method(self) -> str:
@@ -320,6 +321,7 @@ def validate(config: TrainConfig) -> None:
         raise ValueError(f"seed: must be in 0..{MAX_SEED}, got {config.seed}")
     if config.checkpoint_every < 0:
         raise ValueError(f"checkpoint_every: must be >= 0, got {config.checkpoint_every}")
+    mesh.check_split(config.num_envs, config.devices)
     ppo, sharing = config.ppo, config.sharing
     envs.core.check_positive(
         "ppo",

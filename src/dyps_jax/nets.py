@@ -23,6 +23,31 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def orthogonal(scale: float = 1.0) -> Callable[..., jax.Array]:
+    """Flax's orthogonal initialiser (a QR factorisation of a Gaussian matrix), except that under
+    `vmap` it draws its matrices one after another (`lax.map`), never as one batched QR.
+
+    Why: jaxlib 0.10.0-0.10.2 split a batched LAPACK QR over XLA's CPU thread pool from inside
+    that pool, and two such factorisations running at once deadlock it (docs/jax-versions.md).
+    Stacked parameter sets (`init_stacked`) and `vmap(train)` over seeds batch every initialiser.
+    The numbers are the same: each matrix is factorised on its own either way.
+    """
+    base = nn.initializers.orthogonal(scale)
+
+    def init(key: jax.Array, shape: Sequence[int], dtype: Any = jnp.float32) -> jax.Array:
+        @jax.custom_batching.custom_vmap
+        def draw(k):
+            return base(k, shape, dtype)
+
+        @draw.def_vmap
+        def one_at_a_time(axis_size, in_batched, k):
+            return jax.lax.map(draw, k), True
+
+        return draw(key)
+
+    return init
+
+
 class MLP(nn.Module):
     """`features[:-1]` tanh hidden layers then a linear output of `features[-1]` units."""
 
@@ -32,8 +57,8 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for width in self.features[:-1]:
-            x = nn.tanh(nn.Dense(width, kernel_init=nn.initializers.orthogonal(np.sqrt(2)))(x))
-        out = nn.Dense(self.features[-1], kernel_init=nn.initializers.orthogonal(self.final_scale))
+            x = nn.tanh(nn.Dense(width, kernel_init=orthogonal(np.sqrt(2)))(x))
+        out = nn.Dense(self.features[-1], kernel_init=orthogonal(self.final_scale))
         return out(x)
 
 

@@ -40,6 +40,7 @@ from dyps_jax.grouping import (
     sample_groups,
     selector_loss,
 )
+from dyps_jax.mesh import EnvSharding
 from dyps_jax.nets import (
     MLP,
     ActorCritic,
@@ -124,10 +125,13 @@ class TrainFns(NamedTuple):
 
     `iterate` runs n iterations in one `lax.scan` (n static); host loops call it every few
     iterations to draw progress and write logs, keeping the hot path free of host round trips.
+    `place(state)` puts a state made outside `init` (a restored checkpoint) on the run's devices,
+    as `init` and `iterate` lay it out (`mesh.py`; the identity on one device).
     """
 
     init: Callable[[jax.Array], TrainState]
     iterate: Callable[[TrainState, int], tuple[TrainState, dict[str, jax.Array]]]
+    place: Callable[[TrainState], TrainState]
 
 
 class RoleModels(NamedTuple):
@@ -205,6 +209,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
     env = config.env.build()
     spec = config.method_spec
     n_envs, n_agents, horizon = config.num_envs, env.num_agents, env.max_steps
+    shard = EnvSharding.create(config.devices, n_envs)
     n_sets = config.num_param_sets
     per_agent = spec.assignment == "identity"
     ppo, share = config.ppo, config.sharing
@@ -300,13 +305,20 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
                 assignment=jnp.zeros(n_agents, jnp.int32),
             )
         zero = jnp.zeros((), jnp.int32)
-        return TrainState(policy, roles, key, zero, zero, critics, lcf, seps_state)
+        return lay_out(TrainState(policy, roles, key, zero, zero, critics, lcf, seps_state),
+                       shard.same, shard.envs)
+
+    def place(state: TrainState) -> TrainState:
+        if shard.mesh is None:
+            return state
+        return lay_out(state, lambda t: jax.device_put(t, shard.replicated()),
+                       lambda t: jax.device_put(t, shard.spec(0)))
 
     def rollout(key: jax.Array, params: Any, critic_params: Any, groups: jax.Array,
                 embedding: jax.Array | None):
         """One episode in each of E environments; returns transitions [T, E, ...] and final obs."""
         k_reset, k_steps = jax.random.split(key)
-        env_state, ts = jax.vmap(env.reset)(jax.random.split(k_reset, n_envs))
+        env_state, ts = shard.envs(jax.vmap(env.reset)(jax.random.split(k_reset, n_envs)))
 
         def step(carry, key):
             env_state, ts, ended = carry
@@ -350,11 +362,11 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
                 neighbour_reward=(jax.vmap(neighbourhoods.neighbour_reward)(*near, reward)
                                   if copo else None),
             )
-            return (env_state, next_ts, ended | next_ts.done), transition
+            return shard.envs(((env_state, next_ts, ended | next_ts.done), transition))
 
-        carry = (env_state, ts, jnp.zeros(n_envs, bool))
+        carry = shard.envs((env_state, ts, jnp.zeros(n_envs, bool)))
         (_, final_ts, _), traj = jax.lax.scan(step, carry, jax.random.split(k_steps, horizon))
-        return traj, final_ts.obs
+        return shard.envs(traj, axis=1), final_ts.obs
 
     def flat(x: jax.Array) -> jax.Array:
         """[T, E, ...] -> [T * E, ...], the PPO sample axis."""
@@ -638,7 +650,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         embedding = state.roles.agent_embedding if spec.role_embedding else None
         if selecting:
             logits = _selector_logits(models, state.roles)
-            groups = sample_groups(k_assign, logits)
+            groups = shard.envs(sample_groups(k_assign, logits))
         else:
             groups = sharing.fixed_assignment(spec, n_envs, n_agents)
             if clusters:
@@ -681,12 +693,25 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             env_steps=state.env_steps + n_envs * horizon, critics=critics, lcf=lcf,
             seps=seps_state,
         )
-        return new_state, metrics
+        return lay_out(new_state, shard.same, shard.envs), metrics
 
     def iterate(state: TrainState, n: int):
         return jax.lax.scan(iteration, state, None, length=n)
 
-    return TrainFns(init=init, iterate=iterate)
+    return TrainFns(init=init, iterate=iterate, place=place)
+
+
+def lay_out(state: TrainState, replicated: Callable[[Any], Any],
+            per_env: Callable[[Any], Any]) -> TrainState:
+    """Applies `per_env` to the leaves with a leading environment axis (the DyPS agent embeddings
+    f32[E, N, H] and last choices int32[E, N]) and `replicated` to every other leaf."""
+    out = replicated(state)
+    if state.roles is None:
+        return out
+    roles = state.roles
+    return out.replace(roles=out.roles.replace(
+        agent_embedding=per_env(roles.agent_embedding),
+        previous_choice=per_env(roles.previous_choice)))
 
 
 def _standardise(x: jax.Array, valid: jax.Array) -> jax.Array:

@@ -28,7 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from dyps_jax.nets import MLP
+from dyps_jax.nets import MLP, orthogonal
 
 _LOG_STD_MIN, _LOG_STD_MAX = -5.0, 2.0
 
@@ -50,7 +50,8 @@ class VLSTM(nn.Module):
     latent: int = 16
 
     def setup(self):
-        self.cell = nn.OptimizedLSTMCell(self.hidden)
+        # The cell's default recurrent initialiser, batched safely (nets.orthogonal).
+        self.cell = nn.OptimizedLSTMCell(self.hidden, recurrent_kernel_init=orthogonal())
         self.prior = MLP((self.hidden, 2 * self.latent))
         self.encoder = MLP((self.hidden, 2 * self.latent))
         self.decoder = MLP((self.hidden, self.hidden, 2 * self.target_dim))
