@@ -133,7 +133,8 @@ def vlstm_elbo(
         the batch into equal subsets averages to the full gradient exactly).
 
     Returns:
-      (loss f32[], embeddings f32[B, hidden]); the embeddings are the same for every S.
+      (loss f32[], embeddings f32[B, hidden]); the embeddings are the same for every S (with a
+      subset they carry no gradient: the role models never train through h_a).
     """
     T, B = valid.shape
     chex.assert_shape(states, (T, B, None))
