@@ -1,14 +1,18 @@
 """Full-training throughput of every sharing method against the bare environment.
 
-For each scenario (`--envs`, default lbf-1, ridehailing-1), method (`--methods`, default all ten)
-and base algorithm (`--algos`, default ippo), with the preset's hyper-parameters and `--num-envs`
-parallel environments (default 16):
+For each scenario (`--envs`, default lbf-1, ridehailing-1; `--envs all` for every preset in
+envs/), method (`--methods`, default all ten) and base algorithm (`--algos`, default ippo), with the
+preset's hyper-parameters and `--num-envs` parallel environments (default 16; `8,medical=2` sets 8
+for every scenario but medical; `preset` takes each preset's own `num_envs`):
 
 * training: `fns = make_train_fns(config)`, `state = jax.jit(fns.init)(key)`, then
   `jax.jit(fns.iterate, static_argnums=1).lower(state, n).compile()` for n = `--iterations`
   iterations per call (compile time reported separately). One warm-up call, then `--repeats` timed
   calls (each ends with `jax.block_until_ready`, the state carried from call to call); the figure
-  is the median. One iteration = one episode in each of the E environments (assignment, rollout,
+  is the median. Peak memory: XLA's compiled memory analysis of that n-iteration program
+  (`compiled.memory_analysis()`), arguments + outputs + temporaries - aliased bytes, i.e. what the
+  compiled program holds at its peak besides the code; it is computed at compile time, so it does
+  not vary with the load. One iteration = one episode in each of the E environments (assignment, rollout,
   DyPS's role-model updates, PPO epochs), so env steps per iteration = E x episode length and
   agent steps = env steps x agents. SePS is timed after its clustering: it pre-trains for one
   iteration, so the switch happens in the warm-up call when `--iterations` >= 2 (the clustering's
@@ -19,11 +23,14 @@ parallel environments (default 16):
   episodes, compile excluded, median of `--repeats` calls.
 
 Ratios: "/ PS" is a method's env-steps/s over PS's with IPPO (full sharing, the cheapest method)
-in the same scenario; "/ env only" is training env-steps/s over the bare environment's env-steps/s at the same
+in the same scenario; "time x PS" and "memory x PS" are its seconds per iteration and peak memory
+over PS's (issue 13's target for DyPS: both at most 1.5); "/ env only" is training env-steps/s over the bare environment's env-steps/s at the same
 batch (the share of the environment's speed that survives the learning work).
 
 Run: `python benchmarks/bench_train.py --out` (writes `benchmarks/results/train.md`; about 20-30
-minutes on 2 CPU cores, most of it compiling).
+minutes on 2 CPU cores, most of it compiling). Every preset, DyPS against PS, a few minutes:
+`python benchmarks/bench_train.py --envs all --methods ps,dyps --num-envs 4,medical=1 --iterations 2
+--repeats 2 --no-env-only --out benchmarks/results/train_presets.md`.
 """
 
 from __future__ import annotations
@@ -46,6 +53,36 @@ from dyps_jax.ppo import action_distribution, head_size  # noqa: E402
 from dyps_jax.train import make_train_fns  # noqa: E402
 
 DEFAULT_OUT = common.RESULTS / "train.md"
+
+
+def peak_bytes(compiled) -> float:
+    """Peak memory of a compiled program from XLA's memory analysis: arguments + outputs +
+    temporaries - bytes aliased between arguments and outputs (NaN when the backend has none)."""
+    mem = compiled.memory_analysis()
+    if mem is None:
+        return float("nan")
+    return float(mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+                 - mem.alias_size_in_bytes)
+
+
+def parse_num_envs(text: str, env_names: list[str]) -> dict[str, int | None]:
+    """`--num-envs`: "16", "preset", or a default then `name=E` entries ("4,medical=1").
+
+    Returns scenario -> E (None: the preset's own num_envs)."""
+    default: int | None = 16
+    per_env: dict[str, int | None] = {}
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        name, _, value = item.rpartition("=")
+        number = None if value == "preset" else int(value) if value.isdigit() else -1
+        if number is not None and number < 1:
+            raise ValueError(f"--num-envs: {item!r} is not a positive integer or 'preset'")
+        if name:
+            if name not in env_names:
+                raise ValueError(f"--num-envs: {name!r} is not one of --envs ({', '.join(env_names)})")
+            per_env[name] = number
+        else:
+            default = number
+    return {name: per_env.get(name, default) for name in env_names}
 
 
 def env_only_rate(env, batch: int, steps: int, repeats: int) -> tuple[float, float]:
@@ -83,11 +120,14 @@ def env_only_rate(env, batch: int, steps: int, repeats: int) -> tuple[float, flo
     return batch * steps / sec, compile_s
 
 
-def train_rate(env_name: str, method: str, algo: str, num_envs: int, iterations: int,
+def train_rate(env_name: str, method: str, algo: str, num_envs: int | None, iterations: int,
                repeats: int) -> dict:
-    """Compile and time `iterations` training iterations per call; returns one result row."""
-    kw = {"env": env_name, "method": method, "algo": algo, "num_envs": num_envs,
-          "checkpoint_every": 0}
+    """Compile and time `iterations` training iterations per call; returns one result row.
+
+    num_envs None: the preset's own."""
+    kw = {"env": env_name, "method": method, "algo": algo, "checkpoint_every": 0}
+    if num_envs is not None:
+        kw["num_envs"] = num_envs
     config = make_config(**kw)
     if method == "seps":
         # One pre-training iteration, so the switch happens in the warm-up call (iterations >= 2).
@@ -106,7 +146,9 @@ def train_rate(env_name: str, method: str, algo: str, num_envs: int, iterations:
         "algo": algo,
         "agents": config.num_agents,
         "groups": config.num_param_sets,
+        "num_envs": config.num_envs,
         "compile_s": compile_s,
+        "peak_gb": peak_bytes(compiled) / 2**30,
         "s_per_iter": sec_per_iter,
         "env_sps": env_steps / sec_per_iter,
         "agent_sps": env_steps * config.num_agents / sec_per_iter,
@@ -117,7 +159,7 @@ def train_rate(env_name: str, method: str, algo: str, num_envs: int, iterations:
 def main(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", default="lbf-1,ridehailing-1",
-                        help="comma-separated scenario presets")
+                        help="comma-separated scenario presets, or 'all' (every envs/*.toml)")
     parser.add_argument(
         "--methods",
         default=",".join(METHODS),
@@ -125,7 +167,11 @@ def main(argv: list[str] | None = None) -> str:
     )
     parser.add_argument("--algos", default="ippo",
                         help=f"comma-separated, from {', '.join(ALGOS)}")
-    parser.add_argument("--num-envs", type=int, default=16, help="parallel environments E")
+    parser.add_argument("--num-envs", default="16",
+                        help="parallel environments E: a number, 'preset', or a default then "
+                             "name=E entries, e.g. '4,medical=1'")
+    parser.add_argument("--no-env-only", action="store_true",
+                        help="skip the environment-only rows")
     parser.add_argument(
         "--iterations",
         type=int,
@@ -140,6 +186,12 @@ def main(argv: list[str] | None = None) -> str:
     common.add_out_argument(parser, DEFAULT_OUT)
     args = parser.parse_args(argv)
     env_names = [e for e in args.envs.split(",") if e]
+    if env_names == ["all"]:
+        env_names = sorted(p.stem for p in (common.ROOT / "envs").glob("*.toml"))
+    try:
+        num_envs = parse_num_envs(args.num_envs, env_names)
+    except ValueError as err:
+        parser.error(str(err))
     methods = [m for m in args.methods.split(",") if m]
     algos = [a for a in args.algos.split(",") if a]
     for flag, values, allowed in (("methods", methods, METHODS), ("algos", algos, ALGOS)):
@@ -150,16 +202,21 @@ def main(argv: list[str] | None = None) -> str:
     load_start, t_start = common.load_average(), time.perf_counter()
     rows, env_rates = [], {}
     for name in env_names:
-        env = make_config(env=name, method="ps").env.build()
-        rate, comp = env_only_rate(env, args.num_envs, args.env_steps, args.repeats)
-        env_rates[name] = (rate, comp, env.num_agents)
-        print(f"{name}: environment only {rate:,.0f} env-steps/s (compile {comp:.1f}s)", flush=True)
+        if not args.no_env_only:
+            config = make_config(env=name, method="ps")
+            batch = num_envs[name] or config.num_envs
+            env = config.env.build()
+            rate, comp = env_only_rate(env, batch, args.env_steps, args.repeats)
+            env_rates[name] = (rate, comp, env.num_agents, batch)
+            print(f"{name}: environment only {rate:,.0f} env-steps/s (compile {comp:.1f}s)",
+                  flush=True)
         for method, algo in ((m, a) for a in algos for m in methods):
-            row = train_rate(name, method, algo, args.num_envs, args.iterations, args.repeats)
+            row = train_rate(name, method, algo, num_envs[name], args.iterations, args.repeats)
             rows.append(row)
             print(
                 f"{name} {method} {algo}: {row['env_sps']:,.0f} env-steps/s, "
-                f"{row['s_per_iter']:.3f} s/iteration, compile {row['compile_s']:.1f}s",
+                f"{row['s_per_iter']:.3f} s/iteration, peak {row['peak_gb']:.3f} GB, "
+                f"compile {row['compile_s']:.1f}s",
                 flush=True,
             )
     total_s = time.perf_counter() - t_start
@@ -175,33 +232,41 @@ def main(argv: list[str] | None = None) -> str:
         "the 2 cores were "
         "shared with other users' jobs, so absolute figures are noisy (ratios within one run "
         f"less so); whole run {total_s:.0f}s" + (f". {args.note}" if args.note else ""),
-        f"- E = {args.num_envs} parallel environments, preset hyper-parameters (PPO "
+        "- E parallel environments (column E), preset hyper-parameters (PPO "
         "4 epochs); one iteration = one episode per environment plus all updates; "
         f"{args.iterations} iterations per compiled call, one warm-up call, median of "
         f"{args.repeats} timed calls; compile time excluded from the rates.",
-        "- env-only: `jit(lax.scan(vmap(env.step)))` over the same E environments with random valid "
-        f"actions and auto-reset ({args.env_steps} steps per call), median of {args.repeats}.",
+        "- peak GB: XLA's memory analysis of the compiled n-iteration program (arguments + outputs "
+        "+ temporaries - aliased), computed at compile time; time x PS and memory x PS: s / "
+        "iteration and peak GB over PS's (IPPO) in the same scenario.",
+        *([] if args.no_env_only else [
+            "- env-only: `jit(lax.scan(vmap(env.step)))` over the same E environments with random "
+            f"valid actions and auto-reset ({args.env_steps} steps per call), median of "
+            f"{args.repeats}."]),
         "",
-        "| scenario | agents | method | algo | groups G | compile s | s / iteration | env-steps/s "
-        "| agent-steps/s | / PS | / env only |",
-        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | agents | E | method | algo | groups G | compile s | s / iteration "
+        "| env-steps/s | agent-steps/s | peak GB | / PS | time x PS | memory x PS | / env only |",
+        "|---|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in env_names:
-        rate, comp, n = env_rates[name]
-        lines.append(
-            f"| {name} | {n} | env only (random actions) | - | - | {comp:.1f} | - "
-            f"| {rate:,.0f} | {rate * n:,.0f} | - | 1 |"
-        )
+        rate = None
+        if name in env_rates:
+            rate, comp, n, batch = env_rates[name]
+            lines.append(
+                f"| {name} | {n} | {batch} | env only (random actions) | - | - | {comp:.1f} | - "
+                f"| {rate:,.0f} | {rate * n:,.0f} | - | - | - | - | 1 |"
+            )
         ps = next((r for r in rows if r["env"] == name and r["method"] == "ps"
                    and r["algo"] == "ippo"), None)
         for r in (r for r in rows if r["env"] == name):
-            vs_ps = f"{r['env_sps'] / ps['env_sps']:.2f}" if ps else "-"
-            vs_env = r["env_sps"] / rate
+            ratios = ((f"{r['env_sps'] / ps['env_sps']:.2f}", f"{r['s_per_iter'] / ps['s_per_iter']:.2f}",
+                       f"{r['peak_gb'] / ps['peak_gb']:.2f}") if ps else ("-", "-", "-"))
+            vs_env = f"{r['env_sps'] / rate:.3f} (1/{rate / r['env_sps']:.0f})" if rate else "-"
             lines.append(
-                f"| {name} | {r['agents']} | {r['method']} | {r['algo']} | {r['groups']} "
-                f"| {r['compile_s']:.1f} "
-                f"| {r['s_per_iter']:.3f} | {r['env_sps']:,.0f} | {r['agent_sps']:,.0f} | {vs_ps} "
-                f"| {vs_env:.3f} (1/{1 / vs_env:.0f}) |"
+                f"| {name} | {r['agents']} | {r['num_envs']} | {r['method']} | {r['algo']} "
+                f"| {r['groups']} | {r['compile_s']:.1f} "
+                f"| {r['s_per_iter']:.3f} | {r['env_sps']:,.0f} | {r['agent_sps']:,.0f} "
+                f"| {r['peak_gb']:.3f} | {' | '.join(ratios)} | {vs_env} |"
             )
     table = "\n".join(lines) + "\n"
     common.print_and_write(table, args.out)

@@ -15,10 +15,11 @@ from dyps_jax.train import make_train_fns
 def test_flags_map_to_config(tiny_lbf):
     config, _ = config_from_args(["--env", tiny_lbf, "--method", "nops", "--seed", "3",
                                   "--total-steps", "400", "--num-envs", "2", "--lr", "0.001",
-                                  "--env-param", "max_steps=20", "--gae-lambda", "0.9"])
+                                  "--env-param", "max_steps=20", "--gae-lambda", "0.9",
+                                  "--vlstm-grad-sequences", "0"])
     assert config.method == "nops" and config.seed == 3 and config.total_steps == 400
     assert config.num_envs == 2 and config.ppo.lr == 0.001 and config.ppo.gae_lambda == 0.9
-    assert config.env.params["max_steps"] == 20
+    assert config.env.params["max_steps"] == 20 and config.sharing.vlstm_grad_sequences == 0
 
 
 @pytest.mark.parametrize("argv, match", [
@@ -27,6 +28,7 @@ def test_flags_map_to_config(tiny_lbf):
     (["--num-groups", "99"], "num_groups"),
     (["--num-envs", "-1"], "num_envs"),
     (["--algo", "qmix"], "algo: unknown 'qmix'"),
+    (["--vlstm-grad-sequences", "-1"], "vlstm_grad_sequences: must be 0"),
 ])
 def test_bad_flags_exit_with_message(argv, match):
     proc = subprocess.run([sys.executable, "-m", "dyps_jax.train", *argv],

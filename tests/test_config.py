@@ -41,6 +41,8 @@ def test_env_params_override_and_validation():
         ({"gamma": 1.5}, "gamma.*1.5"),
         ({"batch_size": 2.5}, "batch_size.*2.5"),
         ({"learning_rate": 1e-3}, "unknown setting.*learning_rate"),
+        ({"vlstm_grad_sequences": -3}, "vlstm_grad_sequences: must be 0 .* got -3"),
+        ({"vlstm_grad_sequences": 2.5}, "vlstm_grad_sequences: expected int, got 2.5"),
     ],
 )
 def test_bad_values_name_the_field(kwargs, match):

@@ -4,7 +4,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dyps_jax.nets import ActorCritic, grouped_apply, init_stacked, segment_mean
+from dyps_jax.nets import (
+    ActorCritic,
+    block_size,
+    blocked_apply,
+    grouped_apply,
+    init_stacked,
+    segment_mean,
+    use_blocks,
+)
 
 
 @pytest.fixture
@@ -60,6 +68,41 @@ def test_gradient_reaches_only_used_groups(setup):
         norms = [float(jnp.abs(leaf[i]).sum()) for i in range(3)]
         assert norms[1] == 0.0
     assert all(float(jnp.abs(jax.tree.leaves(grads)[-1][i]).sum()) > 0 for i in (0, 2))
+
+
+@pytest.mark.parametrize("groups_of", ["random", "one group empty", "all in the last group"])
+def test_blocked_apply_equals_select_outputs_and_gradients(groups_of):
+    net = ActorCritic(head_size=5, hidden_size=16)
+    params = init_stacked(net, jax.random.key(0), 3, jnp.zeros((1, 7)))
+    x = jax.random.normal(jax.random.key(1), (6, 5, 7))
+    groups = {"random": jax.random.randint(jax.random.key(2), (6, 5), 0, 3),
+              "one group empty": jnp.zeros((6, 5), jnp.int32).at[:, 2:].set(2),
+              "all in the last group": jnp.full((6, 5), 2, jnp.int32)}[groups_of]
+
+    def loss(p, strategy):
+        logits, value = grouped_apply(net.apply, p, x, groups, False, strategy)
+        return jnp.sin(logits).sum() + (value ** 2).sum(), (logits, value)
+
+    def loss_blocks(p, block):
+        logits, value = blocked_apply(net.apply, p, x, groups, block)
+        return jnp.sin(logits).sum() + (value ** 2).sum(), (logits, value)
+
+    (_, want), want_grads = jax.value_and_grad(loss, has_aux=True)(params, "select")
+    for block in (4, 16):  # padding inside the data, and one block per group
+        (_, got), got_grads = jax.jit(jax.value_and_grad(loss_blocks, has_aux=True),
+                                      static_argnums=1)(params, block)
+        for a, b in zip((*want, *jax.tree.leaves(want_grads)), (*got, *jax.tree.leaves(got_grads))):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_strategy_rule_and_bad_strategy():
+    assert not use_blocks(10_000, 1) and not use_blocks(100, 4) and use_blocks(1536, 4)
+    assert block_size(1536, 4) == 32 and block_size(394_380, 4) == 1024 and block_size(40, 8) == 16
+    net = ActorCritic(head_size=5, hidden_size=16)
+    params = init_stacked(net, jax.random.key(0), 2, jnp.zeros((1, 7)))
+    with pytest.raises(ValueError, match="strategy: unknown 'gather'"):
+        grouped_apply(net.apply, params, jnp.zeros((2, 3, 7)), jnp.zeros((2, 3), jnp.int32),
+                      False, "gather")
 
 
 def test_segment_mean_empty_group_is_zero_not_nan():

@@ -3,6 +3,7 @@
 import chex
 import distrax
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -202,9 +203,9 @@ def test_vlstm_mean_embedding_and_action_conditioned_decoder():
 
 
 def test_response_em_separates_kinds_from_near_uniform_responsibilities():
-    """The loop DyPS runs with the group response: fit every group's model under the current
+    """EM with the group response's functions: fit every group's model under the current
     responsibilities (M-step, `response_nll`), then move each agent's responsibilities towards the
-    groups that explain it best, centred over agents (E-step). From responsibilities within 0.05 of
+    groups that explain it best, centred over agents (E-step, as the selector's fit gain does). From responsibilities within 0.05 of
     uniform the groups must end up holding one kind each."""
     model = CVAE(num_groups=2, num_actions=2, latent=4, response_dim=2)
     params = init_cvae(model, jax.random.key(0), 2)
@@ -228,3 +229,45 @@ def test_response_em_separates_kinds_from_near_uniform_responsibilities():
     assert int(jnp.unique(groups[kind == 0]).size) == 1
     assert int(jnp.unique(groups[kind == 1]).size) == 1
     assert int(groups[0]) != int(groups[-1])
+
+
+def _vlstm_batch(T=5, B=6):
+    model = VLSTM(target_dim=4, hidden=8, latent=3)
+    params = init_vlstm(model, jax.random.key(0), 3, 5)
+    data = (jax.random.normal(jax.random.key(1), (T, B, 3)),
+            jax.random.normal(jax.random.key(2), (T, B, 5)),
+            jax.random.normal(jax.random.key(3), (T, B, 4)),
+            jnp.ones((T, B)).at[2:, 1].set(0.0).at[4:, 3].set(0.0))
+    return model, params, data
+
+
+def test_vlstm_gradient_subset_keeps_every_embedding_and_is_unbiased():
+    model, params, data = _vlstm_batch()
+    B = data[3].shape[1]
+
+    def loss_and_grad(embedding="final", **kw):
+        (loss, h), grads = jax.value_and_grad(
+            lambda p: vlstm_elbo(model, p, jax.random.key(4), *data, embedding, **kw),
+            has_aux=True)(params)
+        return loss, h, grads
+
+    full_loss, full_h, full_grads = loss_and_grad()
+    flat = lambda g: jax.flatten_util.ravel_pytree(g)[0]  # noqa: E731
+    # A random subset: the embeddings of all B agents are those of the full pass, for both readings.
+    sub_loss, sub_h, sub_grads = loss_and_grad(grad_sequences=2)
+    np.testing.assert_allclose(sub_h, full_h, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loss_and_grad("mean", grad_sequences=2)[1],
+                               loss_and_grad("mean")[1], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(flat(sub_grads), flat(full_grads), rtol=1e-2)
+    # The subset = every sequence (in another order) gives the full loss and gradient.
+    perm_loss, _, perm_grads = loss_and_grad(subset=jnp.array([5, 2, 0, 4, 1, 3]))
+    np.testing.assert_allclose(perm_loss, full_loss, rtol=1e-5)
+    np.testing.assert_allclose(flat(perm_grads), flat(full_grads), rtol=1e-4, atol=1e-6)
+    # Unbiased: the B / S scaling makes the mean over a partition into equal subsets (each as
+    # likely as any other draw of that size) the full-batch loss and gradient.
+    parts = [loss_and_grad(subset=jnp.array(s)) for s in ([0, 3], [1, 5], [2, 4])]
+    np.testing.assert_allclose(np.mean([p[0] for p in parts]), full_loss, rtol=1e-5)
+    np.testing.assert_allclose(np.mean([flat(p[2]) for p in parts], axis=0), flat(full_grads),
+                               rtol=1e-4, atol=1e-6)
+    # S >= B is the full batch.
+    np.testing.assert_allclose(loss_and_grad(grad_sequences=B)[0], full_loss, rtol=1e-6)

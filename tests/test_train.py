@@ -1,6 +1,7 @@
 """make_train: every method trains end to end, determinism, vmap over seeds."""
 
 import jax
+import jax.flatten_util
 import numpy as np
 import pytest
 
@@ -87,3 +88,21 @@ def test_ps_id_learns_on_tiny_lbf(tiny_lbf):
     _, metrics = jax.jit(dyps_jax.make_train(config))(jax.random.key(0))
     ret = np.asarray(metrics["episode_return"])
     assert ret[-20:].mean() > ret[:20].mean() + 0.15, (ret[:20].mean(), ret[-20:].mean())
+
+
+def test_vlstm_gradient_subset_in_training_keeps_the_embeddings(tiny_lbf):
+    # One iteration from the same state: the h_a it stores come from the VLSTM's forward pass over
+    # every agent before its update, so a 3-sequence gradient (of 16) must leave them unchanged
+    # while the VLSTM's update differs.
+    def one_iteration(sequences):
+        config = _config(tiny_lbf, "dyps", iterations=1, num_groups=2,
+                         vlstm_grad_sequences=sequences)
+        fns = dyps_jax.make_train_fns(config)
+        return jax.jit(fns.iterate, static_argnums=1)(fns.init(jax.random.key(1)), 1)
+
+    (full, _), (sub, sub_metrics) = one_iteration(0), one_iteration(3)
+    np.testing.assert_allclose(sub.roles.agent_embedding, full.roles.agent_embedding,
+                               rtol=1e-5, atol=1e-6)
+    assert np.isfinite(sub_metrics["vlstm_loss"]).all()
+    full_w, sub_w = (jax.flatten_util.ravel_pytree(s.roles.vlstm.params)[0] for s in (full, sub))
+    assert not np.allclose(full_w, sub_w)

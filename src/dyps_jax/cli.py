@@ -73,6 +73,8 @@ _HELP = {
                            "drops the CVAE's response decoder (the paper)",
     "response_steps": "time steps per episode sampled for the group-response model",
     "vlstm_decoder": "VLSTM decoder input besides (z_t, h_t-1): paper (nothing) or action (a_t)",
+    "vlstm_grad_sequences": "agent sequences per iteration the VLSTM's gradient is computed on "
+                            "(0: all, the paper); every agent's h_a still comes from all of them",
     "agent_embedding": "h_a: final (h_T, the paper) or mean (of h_t over the episode)",
     "gamma": "discount (Table 6)",
     "clip_eps": "PPO clip (Table 6)",

@@ -86,6 +86,10 @@ class SharingConfig:
     group_embedding: str = "unit"
     agent_embedding: str = "final"  # h_a: "final" h_T (the paper) or "mean" of h_t over the episode
     vlstm_decoder: str = "paper"  # what the VLSTM decoder sees besides (z_t, h_{t-1}): nothing or a_t
+    # Agent sequences (of the E x N of an iteration) the VLSTM's ELBO gradient is computed on, drawn
+    # afresh every iteration; 0 = all of them (the paper). Every agent's h_a still comes from the
+    # full forward pass (roles/vlstm.py, docs/algorithms.md).
+    vlstm_grad_sequences: int = 64
     # Weight of the group-response fit in the selector's objective; 0 (the paper) drops the CVAE's
     # response decoder altogether (roles/cvae.py, docs/grouping.md).
     group_response_coef: float = 0.0
@@ -367,6 +371,9 @@ def validate(config: TrainConfig) -> None:
         if value < 0 or not math.isfinite(value):
             raise ValueError(f"{name}: must be a finite number >= 0, got {value}")
     n = config.num_agents
+    if sharing.vlstm_grad_sequences < 0:
+        raise ValueError(f"vlstm_grad_sequences: must be 0 (every agent sequence) or a positive "
+                         f"number of sequences, got {sharing.vlstm_grad_sequences}")
     if not 1 <= sharing.num_groups <= n:
         raise ValueError(
             f"num_groups: must be between 1 and the number of agents ({n}), got {sharing.num_groups}"

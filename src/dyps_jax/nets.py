@@ -9,6 +9,10 @@ agents reach their group's weights:
 * G = N with the identity assignment (NoPS): vmap over the agent axis of both parameters and inputs,
   which XLA lowers to a batched matrix-vector product (`einsum('bnd,ndh->bnh')`), again without ever
   building an `[N, ...]` copy of weights indexed by group.
+* Many rows and 2 <= G < N (`blocked_apply`): rows sorted by group into blocks of one group each, each
+  block applies its group's weights (a batched matmul over blocks); about 1 x the FLOPs of one
+  network instead of G x, and one weight copy per block, not per agent. Chosen by `use_blocks`, a rule
+  from the measurements in benchmarks/results/grouped_params.md.
 """
 
 from __future__ import annotations
@@ -140,12 +144,66 @@ def select_group(out: Any, groups: jax.Array) -> Any:
     return jax.tree.map(select, out)
 
 
+def block_size(rows: int, num_groups: int) -> int:
+    """Rows per block of `blocked_apply`: a power of two near rows / (8 G), in [16, 1024], so the
+    padding (at most one partly filled block per group) stays under about 1/8 of the rows."""
+    target = max(rows // (8 * num_groups), 1)
+    return int(min(max(2 ** int(np.floor(np.log2(target))), 16), 1024))
+
+
+def use_blocks(rows: int, num_groups: int) -> bool:
+    """The strategy rule of `grouped_apply` for a shared (not per-agent) assignment: blocks when
+    G >= 2 and there are enough rows to fill blocks (benchmarks/results/grouped_params.md)."""
+    return num_groups >= 2 and rows >= 64 * num_groups
+
+
+def blocked_apply(apply_fn: Callable[..., Any], params: Any, x: jax.Array, groups: jax.Array,
+                  block: int | None = None) -> Any:
+    """Each row through its group's network, rows sorted into blocks that hold one group each.
+
+    Args:
+      apply_fn, params: as in `grouped_apply` (leaves `[G, ...]`).
+      x: f32[B, N, D]; groups: int32[B, N] in [0, G).
+      block: rows per block (default `block_size`).
+
+    Returns:
+      leaves `[B, N, *out]`, equal to the all-groups-then-select result.
+
+    Row r of group g goes to position start_g + (its rank among group g's rows), where group g's
+    segment is padded to a whole number of blocks; the static capacity R + G x block holds every
+    assignment. Each block gathers its group's weights once; the unused tail blocks see zeros.
+    """
+    chex.assert_rank(x, 3)
+    chex.assert_shape(groups, x.shape[:2])
+    num_groups = jax.tree.leaves(params)[0].shape[0]
+    batch, agents, dim = x.shape
+    rows = batch * agents
+    block = block or block_size(rows, num_groups)
+    n_blocks = -(-rows // block) + num_groups
+    flat_groups = groups.reshape(rows)
+    onehot = jax.nn.one_hot(flat_groups, num_groups, dtype=jnp.int32)  # [R, G]
+    rank = jnp.take_along_axis(jnp.cumsum(onehot, axis=0) - onehot, flat_groups[:, None], 1)[:, 0]
+    padded = -(-onehot.sum(axis=0) // block) * block  # [G]
+    ends = jnp.cumsum(padded)
+    position = (ends - padded)[flat_groups] + rank  # [R], distinct
+    inputs = jnp.zeros((n_blocks * block, dim), x.dtype).at[position].set(
+        x.reshape(rows, dim), unique_indices=True)
+    block_group = jnp.minimum(
+        jnp.searchsorted(ends, jnp.arange(n_blocks) * block, side="right"), num_groups - 1)
+    block_params = jax.tree.map(lambda p: p[block_group], params)
+    out = jax.vmap(apply_fn)(block_params, inputs.reshape(n_blocks, block, dim))
+    return jax.tree.map(
+        lambda y: y.reshape((n_blocks * block,) + y.shape[2:])[position].reshape(
+            (batch, agents) + y.shape[2:]), out)
+
+
 def grouped_apply(
     apply_fn: Callable[..., Any],
     params: Any,
     x: jax.Array,
     groups: jax.Array,
     per_agent: bool,
+    strategy: str = "auto",
 ) -> Any:
     """Applies each agent's group parameters to its input.
 
@@ -156,6 +214,8 @@ def grouped_apply(
       groups: int32[B, N], the group of each agent in each sample (values in [0, G)).
       per_agent: True when G = N and `groups[b] == arange(N)` (NoPS); selects the batched
         matrix-vector path.
+      strategy: for per_agent False, "select" (every group on every row, then each row's own),
+        "blocks" (`blocked_apply`) or "auto" (`use_blocks` decides from the shape).
 
     Returns:
       The outputs of `apply_fn`, leaves `[B, N, *out]`.
@@ -165,6 +225,12 @@ def grouped_apply(
     if per_agent:
         out = jax.vmap(apply_fn, in_axes=(0, 1))(params, x)  # leaves [N, B, ...]
         return jax.tree.map(lambda y: jnp.swapaxes(y, 0, 1), out)
+    num_groups = jax.tree.leaves(params)[0].shape[0]
+    if strategy not in ("auto", "select", "blocks"):
+        raise ValueError(f"strategy: unknown {strategy!r}; allowed: auto, select, blocks")
+    if strategy == "blocks" or (strategy == "auto" and use_blocks(x.shape[0] * x.shape[1],
+                                                                  num_groups)):
+        return blocked_apply(apply_fn, params, x, groups)
     return select_group(apply_all_groups(apply_fn, params, x), groups)
 
 

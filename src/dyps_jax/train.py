@@ -556,7 +556,8 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             (info["vlstm_loss"], embedding), vlstm_grads = jax.value_and_grad(
                 lambda p: vlstm_elbo(vlstm_net, p, k_vlstm, to_batch(traj.obs), to_batch(lstm_in),
                                      to_batch(target), to_batch(traj.valid), share.agent_embedding,
-                                     None if decoder_in is None else to_batch(decoder_in)),
+                                     None if decoder_in is None else to_batch(decoder_in),
+                                     share.vlstm_grad_sequences),
                 has_aux=True,
             )(roles.vlstm.params)
             vlstm = _apply(role_tx, roles.vlstm, vlstm_grads)

@@ -11,6 +11,12 @@ Per agent and time step t, with LSTM hidden state h_{t-1}:
 embedding is h_T, the hidden state after its whole trajectory. The LSTM runs by `lax.scan` over time
 with agents and environments flattened into the batch axis.
 
+With `grad_sequences` = S smaller than the batch B, the ELBO and its gradient come from S sequences
+drawn uniformly without replacement, scaled by B / S: an unbiased estimate of the full-batch loss and
+gradient, at the cost of S sequences instead of B for the backward pass and its stored activations.
+Every sequence's h still comes from the same scan (encoder and LSTM cell only, without gradient), so
+the embeddings are exactly those of the full pass (docs/algorithms.md, "VLSTM gradient on a subset").
+
 `u_t` is empty in the paper's reading (the default): the decoder then predicts s_{t+1} without the action a_t that
 produces it, so nothing rewards h for knowing how the agent's actions move it (its role, e.g. a
 warehouse robot's colour, which rotates its actions). With `u_t = a_t` (`vlstm_decoder="action"`,
@@ -56,6 +62,16 @@ class VLSTM(nn.Module):
         self.encoder = MLP((self.hidden, 2 * self.latent))
         self.decoder = MLP((self.hidden, self.hidden, 2 * self.target_dim))
 
+    def recur(self, carry, state, lstm_input, noise):
+        """Only the recurrence h_{t-1} -> h_t (eqs. 10-11 and 9), without the prior and decoder.
+
+        Returns the new carry, z_t f32[B, latent] and the posterior q(z_t)."""
+        _, h = carry
+        posterior = _gaussian(self.encoder(jnp.concatenate([state, h], axis=-1)))
+        z = posterior.loc + posterior.scale_diag * noise
+        carry, _ = self.cell(carry, jnp.concatenate([z, lstm_input], axis=-1))
+        return carry, z, posterior
+
     def __call__(self, carry, state, lstm_input, target, noise, decoder_input):
         """Args:
           carry: (c, h), each f32[B, hidden].
@@ -68,13 +84,11 @@ class VLSTM(nn.Module):
         """
         _, h = carry
         prior = _gaussian(self.prior(h))
-        posterior = _gaussian(self.encoder(jnp.concatenate([state, h], axis=-1)))
-        z = posterior.loc + posterior.scale_diag * noise
+        new_carry, z, posterior = self.recur(carry, state, lstm_input, noise)
         decoded = _gaussian(self.decoder(jnp.concatenate([z, h, decoder_input], axis=-1)))
         kl = posterior.kl_divergence(prior)
         nll = -decoded.log_prob(target)
-        carry, _ = self.cell(carry, jnp.concatenate([z, lstm_input], axis=-1))
-        return carry, kl, nll
+        return new_carry, kl, nll
 
 
 def init_vlstm(model: VLSTM, key: jax.Array, state_dim: int, input_dim: int,
@@ -101,6 +115,8 @@ def vlstm_elbo(
     valid: jax.Array,
     embedding: str = "final",
     decoder_inputs: jax.Array | None = None,
+    grad_sequences: int = 0,
+    subset: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Negative ELBO (eq. 12) averaged over valid steps, and the role embeddings.
 
@@ -111,9 +127,15 @@ def vlstm_elbo(
         over the valid steps, where what persists through the episode (the agent's role) adds up
         and what changes from step to step (its position, its load) averages out.
       decoder_inputs: f32[T, B, U], u_t, or None for none (the paper).
+      grad_sequences: S; 0 or S >= B computes the loss on all B sequences. Otherwise the loss is
+        (B / S) x the summed loss of S sequences drawn without replacement (with `key`), over the
+        valid steps of all B: unbiased for the full loss, and so is its gradient.
+      subset: int32[S], the sequences of the loss instead of a random draw (tests: a partition of
+        the batch into equal subsets averages to the full gradient exactly).
 
     Returns:
-      (loss f32[], embeddings f32[B, hidden]).
+      (loss f32[], embeddings f32[B, hidden]); the embeddings are the same for every S (with a
+      subset they carry no gradient: the role models never train through h_a).
     """
     T, B = valid.shape
     chex.assert_shape(states, (T, B, None))
@@ -121,19 +143,60 @@ def vlstm_elbo(
     noise = jax.random.normal(key, (T, B, model.latent))
     if decoder_inputs is None:
         decoder_inputs = jnp.zeros((T, B, 0))
+    xs = (states, lstm_inputs, targets, noise, valid, decoder_inputs)
+    if subset is None and 0 < grad_sequences < B:
+        subset = jax.random.choice(jax.random.fold_in(key, 1), B, (grad_sequences,), replace=False)
+    total_valid = jnp.maximum(valid.sum(), 1.0)
+    if subset is None:
+        (h_final, h_sum), losses = _elbo_scan(model, params, xs)
+        loss = losses.sum() / total_valid
+    else:
+        # One scan: every sequence's recurrence under stop_gradient(params), so reverse mode keeps
+        # nothing of it, and the full step (prior, decoder, loss) on the subset's own carry.
+        frozen = jax.lax.stop_gradient(params)
+        zeros = jnp.zeros((B, model.hidden))
+
+        def step(carry, xs_all):
+            (lstm_carry, h_sum), sub_carry = carry
+            state, lstm_input, _, eps, alive, _ = xs_all
+            new_carry, _, _ = cast(tuple[Any, jax.Array, Any], model.apply(
+                frozen, lstm_carry, state, lstm_input, eps, method=VLSTM.recur))
+            lstm_carry = _freeze_ended(alive, new_carry, lstm_carry)
+            sub_carry, sub_loss = _loss_step(model, params, sub_carry,
+                                             tuple(x[subset] for x in xs_all))
+            return ((lstm_carry, h_sum + lstm_carry[1] * alive[:, None]), sub_carry), sub_loss
+
+        sub_zeros = jnp.zeros((subset.shape[0], model.hidden))
+        (((_, h_final), h_sum), _), losses = jax.lax.scan(
+            step, (((zeros, zeros), zeros), (sub_zeros, sub_zeros)), xs)
+        loss = losses.sum() * (B / subset.shape[0]) / total_valid
+    steps = jnp.maximum(valid.sum(axis=0), 1.0)[:, None]
+    return loss, h_final if embedding == "final" else h_sum / steps
+
+
+def _freeze_ended(alive: jax.Array, new, old):
+    """The carry keeps its last value once the episode has ended (alive f32[B])."""
+    keep = alive[:, None] > 0
+    return jax.tree.map(lambda n, o: jnp.where(keep, n, o), new, old)
+
+
+def _loss_step(model: VLSTM, params, carry, xs):
+    """One VLSTM step of eq. 12 on a batch: new carry and f32[B] (KL + NLL) x alive."""
+    state, lstm_input, target, eps, alive, decoder_input = xs
+    new_carry, kl, nll = cast(tuple[Any, jax.Array, jax.Array], model.apply(
+        params, carry, state, lstm_input, target, eps, decoder_input))
+    return _freeze_ended(alive, new_carry, carry), (kl + nll) * alive
+
+
+def _elbo_scan(model: VLSTM, params, xs):
+    """The ELBO terms of every sequence: ((h_T, sum of h_t over valid steps), losses f32[T, B])."""
+    B = xs[4].shape[1]
     zeros = jnp.zeros((B, model.hidden))
 
-    def step(carry, xs):
+    def step(carry, x):
         lstm_carry, h_sum = carry
-        state, lstm_input, target, eps, alive, decoder_input = xs
-        new_carry, kl, nll = cast(tuple[Any, jax.Array, jax.Array], model.apply(
-            params, lstm_carry, state, lstm_input, target, eps, decoder_input))
-        keep = alive[:, None] > 0
-        lstm_carry = jax.tree.map(lambda new, old: jnp.where(keep, new, old), new_carry, lstm_carry)
-        return (lstm_carry, h_sum + lstm_carry[1] * alive[:, None]), (kl + nll) * alive
+        lstm_carry, loss = _loss_step(model, params, lstm_carry, x)
+        return (lstm_carry, h_sum + lstm_carry[1] * x[4][:, None]), loss
 
-    ((_, h_final), h_sum), losses = jax.lax.scan(
-        step, ((zeros, zeros), zeros), (states, lstm_inputs, targets, noise, valid, decoder_inputs)
-    )
-    steps = jnp.maximum(valid.sum(axis=0), 1.0)[:, None]
-    return losses.sum() / jnp.maximum(valid.sum(), 1.0), h_final if embedding == "final" else h_sum / steps
+    ((_, h_final), h_sum), losses = jax.lax.scan(step, ((zeros, zeros), zeros), xs)
+    return (h_final, h_sum), losses
