@@ -64,12 +64,17 @@ class EnvSharding:
     def num_devices(self) -> int:
         return 1 if self.mesh is None else self.mesh.size
 
+    def _mesh(self) -> Mesh:
+        if self.mesh is None:
+            raise ValueError("a one-device run has no sharding to give (mesh is None)")
+        return self.mesh
+
     def spec(self, axis: int) -> NamedSharding:
         """Arrays split along dimension `axis` (the environment axis) over the mesh."""
-        return NamedSharding(self.mesh, P(*([None] * axis), AXIS))
+        return NamedSharding(self._mesh(), P(*([None] * axis), AXIS))
 
     def replicated(self) -> NamedSharding:
-        return NamedSharding(self.mesh, P())
+        return NamedSharding(self._mesh(), P())
 
     def envs(self, tree: Any, axis: int = 0) -> Any:
         """Marks every leaf of `tree` as split along its environment axis `axis` (inside jit)."""
