@@ -30,7 +30,9 @@ batch (the share of the environment's speed that survives the learning work).
 Run: `python benchmarks/bench_train.py --out` (writes `benchmarks/results/train.md`; about 20-30
 minutes on 2 CPU cores, most of it compiling). Every preset, DyPS against PS, a few minutes:
 `python benchmarks/bench_train.py --envs all --methods ps,dyps --num-envs 4,medical=1 --iterations 2
---repeats 2 --no-env-only --out benchmarks/results/train_presets.md`.
+--repeats 2 --no-env-only --out benchmarks/results/train_presets.md`. `--memory-only` compiles
+without running (peak memory only, the time columns read nan): the same table in the compile time
+alone.
 """
 
 from __future__ import annotations
@@ -137,10 +139,8 @@ def train_rate(env_name: str, method: str, algo: str, num_envs: int | None, iter
     state = jax.jit(fns.init)(jax.random.key(0))
     compiled = jax.jit(fns.iterate, static_argnums=1).lower(state, iterations).compile()
     compile_s = time.perf_counter() - t0
-    sec, state, metrics = common.time_carried(compiled, state, repeats)
-    sec_per_iter = sec / iterations
     env_steps = config.num_envs * config.episode_length
-    return {
+    row = {
         "env": env_name,
         "method": method,
         "algo": algo,
@@ -149,6 +149,13 @@ def train_rate(env_name: str, method: str, algo: str, num_envs: int | None, iter
         "num_envs": config.num_envs,
         "compile_s": compile_s,
         "peak_gb": peak_bytes(compiled) / 2**30,
+    }
+    if repeats == 0:  # --memory-only
+        return row | {"s_per_iter": float("nan"), "env_sps": float("nan"),
+                      "agent_sps": float("nan"), "return": float("nan")}
+    sec, state, metrics = common.time_carried(compiled, state, repeats)
+    sec_per_iter = sec / iterations
+    return row | {
         "s_per_iter": sec_per_iter,
         "env_sps": env_steps / sec_per_iter,
         "agent_sps": env_steps * config.num_agents / sec_per_iter,
@@ -182,9 +189,14 @@ def main(argv: list[str] | None = None) -> str:
     parser.add_argument(
         "--env-steps", type=int, default=500, help="scan length of one timed environment-only call"
     )
+    parser.add_argument("--memory-only", action="store_true",
+                        help="compile only: peak memory without the timed calls (implies "
+                             "--no-env-only)")
     parser.add_argument("--note", default="", help="free text added to the results header")
     common.add_out_argument(parser, DEFAULT_OUT)
     args = parser.parse_args(argv)
+    if args.memory_only:
+        args.no_env_only, args.repeats = True, 0
     env_names = [e for e in args.envs.split(",") if e]
     if env_names == ["all"]:
         env_names = sorted(p.stem for p in (common.ROOT / "envs").glob("*.toml"))
@@ -234,8 +246,10 @@ def main(argv: list[str] | None = None) -> str:
         f"less so); whole run {total_s:.0f}s" + (f". {args.note}" if args.note else ""),
         "- E parallel environments (column E), preset hyper-parameters (PPO "
         "4 epochs); one iteration = one episode per environment plus all updates; "
-        f"{args.iterations} iterations per compiled call, one warm-up call, median of "
-        f"{args.repeats} timed calls; compile time excluded from the rates.",
+        f"{args.iterations} iterations per compiled call, "
+        + ("--memory-only: compiled, not run (no times)." if args.memory_only else
+           f"one warm-up call, median of {args.repeats} timed calls; compile time excluded "
+           "from the rates."),
         "- peak GB: XLA's memory analysis of the compiled n-iteration program (arguments + outputs "
         "+ temporaries - aliased), computed at compile time; time x PS and memory x PS: s / "
         "iteration and peak GB over PS's (IPPO) in the same scenario.",
@@ -266,7 +280,7 @@ def main(argv: list[str] | None = None) -> str:
                 f"| {name} | {r['agents']} | {r['num_envs']} | {r['method']} | {r['algo']} "
                 f"| {r['groups']} | {r['compile_s']:.1f} "
                 f"| {r['s_per_iter']:.3f} | {r['env_sps']:,.0f} | {r['agent_sps']:,.0f} "
-                f"| {r['peak_gb']:.3f} | {' | '.join(ratios)} | {vs_env} |"
+                f"| {r['peak_gb']:.4f} | {' | '.join(ratios)} | {vs_env} |"
             )
     table = "\n".join(lines) + "\n"
     common.print_and_write(table, args.out)

@@ -566,8 +566,11 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         cvae = roles.cvae
         if spec.trains_cvae:
             # The CVAE sees a random subset of (state, action, group) triples: its cost must not
-            # grow with N x T x E (3130 agents in the medical scenario).
-            idx = jax.random.randint(k_idx, (share.aux_samples,), 0, batch)
+            # grow with N x T x E (3130 agents in the medical scenario). A batch of at most
+            # aux_samples triples is taken whole, once each: the mean the draws would estimate,
+            # without holding aux_samples copies (4096 draws of rolegame's 256 triples).
+            idx = (jnp.arange(batch) if batch <= share.aux_samples
+                   else jax.random.randint(k_idx, (share.aux_samples,), 0, batch))
             take = lambda x: x.reshape((batch,) + x.shape[3:])[idx]  # noqa: E731
             all_groups = jnp.broadcast_to(groups, (horizon,) + groups.shape)
 

@@ -26,6 +26,7 @@ whatever about the agent makes its actions act differently.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, cast
 
 import chex
@@ -117,6 +118,7 @@ def vlstm_elbo(
     decoder_inputs: jax.Array | None = None,
     grad_sequences: int = 0,
     subset: jax.Array | None = None,
+    remat: bool = True,
 ) -> tuple[jax.Array, jax.Array]:
     """Negative ELBO (eq. 12) averaged over valid steps, and the role embeddings.
 
@@ -132,6 +134,11 @@ def vlstm_elbo(
         valid steps of all B: unbiased for the full loss, and so is its gradient.
       subset: int32[S], the sequences of the loss instead of a random draw (tests: a partition of
         the batch into equal subsets averages to the full gradient exactly).
+      remat: recompute activations in the backward pass instead of storing them
+        (`jax.checkpoint` on the differentiated step, and on blocks of about sqrt(T) steps):
+        reverse mode keeps about 2 sqrt(T) carries f32[S, hidden] x 2, not the encoder, prior,
+        decoder and cell activations of all T steps. Same loss and gradient (the same operations,
+        run again), at two extra forward passes of the step.
 
     Returns:
       (loss f32[], embeddings f32[B, hidden]); the embeddings are the same for every S (with a
@@ -147,8 +154,12 @@ def vlstm_elbo(
     if subset is None and 0 < grad_sequences < B:
         subset = jax.random.choice(jax.random.fold_in(key, 1), B, (grad_sequences,), replace=False)
     total_valid = jnp.maximum(valid.sum(), 1.0)
+    loss_step = functools.partial(_loss_step, model)
+    if remat:
+        loss_step = jax.checkpoint(loss_step)
+    scan = functools.partial(_blocked_scan, remat=remat)
     if subset is None:
-        (h_final, h_sum), losses = _elbo_scan(model, params, xs)
+        (h_final, h_sum), losses = _elbo_scan(model, params, xs, loss_step, scan)
         loss = losses.sum() / total_valid
     else:
         # One scan: every sequence's recurrence under stop_gradient(params), so reverse mode keeps
@@ -162,12 +173,12 @@ def vlstm_elbo(
             new_carry, _, _ = cast(tuple[Any, jax.Array, Any], model.apply(
                 frozen, lstm_carry, state, lstm_input, eps, method=VLSTM.recur))
             lstm_carry = _freeze_ended(alive, new_carry, lstm_carry)
-            sub_carry, sub_loss = _loss_step(model, params, sub_carry,
-                                             tuple(x[subset] for x in xs_all))
+            sub_carry, sub_loss = loss_step(params, sub_carry,
+                                            tuple(x[subset] for x in xs_all))
             return ((lstm_carry, h_sum + lstm_carry[1] * alive[:, None]), sub_carry), sub_loss
 
         sub_zeros = jnp.zeros((subset.shape[0], model.hidden))
-        (((_, h_final), h_sum), _), losses = jax.lax.scan(
+        (((_, h_final), h_sum), _), losses = scan(
             step, (((zeros, zeros), zeros), (sub_zeros, sub_zeros)), xs)
         loss = losses.sum() * (B / subset.shape[0]) / total_valid
     steps = jnp.maximum(valid.sum(axis=0), 1.0)[:, None]
@@ -188,15 +199,35 @@ def _loss_step(model: VLSTM, params, carry, xs):
     return _freeze_ended(alive, new_carry, carry), (kl + nll) * alive
 
 
-def _elbo_scan(model: VLSTM, params, xs):
-    """The ELBO terms of every sequence: ((h_T, sum of h_t over valid steps), losses f32[T, B])."""
+def _blocked_scan(step, init, xs, remat: bool):
+    """`lax.scan(step, init, xs)`; with `remat`, checkpointed in blocks of K steps (K the divisor
+    of T nearest sqrt(T)): reverse mode stores the carry at the T / K block starts, and while it
+    differentiates one block, that block's K per-step carries (`step` itself is checkpointed),
+    instead of all T. Each block's forward runs once more in the backward pass; the values are
+    the same."""
+    if not remat:
+        return jax.lax.scan(step, init, xs)
+    T = jax.tree.leaves(xs)[0].shape[0]
+    block = min((d for d in range(1, T + 1) if T % d == 0), key=lambda d: abs(d * d - T))
+    if block in (1, T):
+        return jax.lax.scan(step, init, xs)
+    blocked = jax.tree.map(lambda x: x.reshape((T // block, block) + x.shape[1:]), xs)
+    carry, ys = jax.lax.scan(jax.checkpoint(lambda c, x: jax.lax.scan(step, c, x)), init, blocked)
+    return carry, jax.tree.map(lambda y: y.reshape((T,) + y.shape[2:]), ys)
+
+
+def _elbo_scan(model: VLSTM, params, xs, loss_step, scan):
+    """The ELBO terms of every sequence: ((h_T, sum of h_t over valid steps), losses f32[T, B]).
+
+    `loss_step(params, carry, x)`: `_loss_step` of the model, `jax.checkpoint`ed or not; `scan`:
+    `lax.scan` or `_blocked_scan`."""
     B = xs[4].shape[1]
     zeros = jnp.zeros((B, model.hidden))
 
     def step(carry, x):
         lstm_carry, h_sum = carry
-        lstm_carry, loss = _loss_step(model, params, lstm_carry, x)
+        lstm_carry, loss = loss_step(params, lstm_carry, x)
         return (lstm_carry, h_sum + lstm_carry[1] * x[4][:, None]), loss
 
-    ((_, h_final), h_sum), losses = jax.lax.scan(step, ((zeros, zeros), zeros), xs)
+    ((_, h_final), h_sum), losses = scan(step, ((zeros, zeros), zeros), xs)
     return (h_final, h_sum), losses
