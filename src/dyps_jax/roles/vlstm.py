@@ -27,6 +27,7 @@ whatever about the agent makes its actions act differently.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any, cast
 
 import chex
@@ -154,7 +155,7 @@ def vlstm_elbo(
     if subset is None and 0 < grad_sequences < B:
         subset = jax.random.choice(jax.random.fold_in(key, 1), B, (grad_sequences,), replace=False)
     total_valid = jnp.maximum(valid.sum(), 1.0)
-    loss_step = functools.partial(_loss_step, model)
+    loss_step: Callable[..., Any] = functools.partial(_loss_step, model)
     if remat:
         loss_step = jax.checkpoint(loss_step)
     scan = functools.partial(_blocked_scan, remat=remat)
