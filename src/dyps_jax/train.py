@@ -505,8 +505,11 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
 
     def role_update(key: jax.Array, roles: RoleState, traj: Transition, final_obs: jax.Array,
                     groups: jax.Array, team_return: jax.Array, advantages: jax.Array,
-                    choice: jax.Array):
-        """One step of each role model the method uses (`MethodSpec.trains_*`)."""
+                    choice: jax.Array, logits: jax.Array | None):
+        """One step of each role model the method uses (`MethodSpec.trains_*`).
+
+        logits: f32[E, N, M], the selector's logits the groups were drawn from (None without one).
+        """
         k_vlstm, k_cvae, k_idx, k_resp = jax.random.split(key, 4)
         next_obs = jnp.concatenate([traj.obs[1:], final_obs[None]], axis=0)
         reward = traj.reward[..., None]
@@ -529,7 +532,8 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             # transitions, with a_g as the prior. Fitting under a_g itself failed: while a_g is
             # near uniform every group's model sees the same mix of agents, the models converge
             # to one another and the fit they give the selector fades (rware-1, 1M steps).
-            log_posterior = (jax.nn.log_softmax(_selector_logits(models, roles), axis=-1)
+            prior = jnp.zeros(fit.shape) if logits is None else logits
+            log_posterior = (jax.nn.log_softmax(prior, axis=-1)
                              + ll.sum(0) * cvae_net.response_dim)
             responsibilities = jax.nn.softmax(log_posterior, axis=-1)
             response_info = {"response_spread": fit.std(axis=-1).mean(),
@@ -676,7 +680,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
                                                       roles.agent_embedding)
                 metrics.update(group_info)
             roles, role_info = role_update(k_roles, roles, traj, final_obs, groups, team_return,
-                                           advantages, choice)
+                                           advantages, choice, logits if selecting else None)
             metrics.update(role_info)
         seps_state = state.seps
         if clusters:
