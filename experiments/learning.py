@@ -9,6 +9,9 @@ learning curves of the first metric.
 
     python experiments/learning.py --env lbf-1 --total-steps 300000 --seeds 2
     python experiments/learning.py --env ridehailing-1 --metrics gmv,orr --total-steps 300000
+    python experiments/learning.py --env ridehailing-1 --methods dyps,ps,dyps:mappo,ps:copo
+
+A method may name its base algorithm after a colon (`dyps:mappo`; default ippo).
 """
 
 from __future__ import annotations
@@ -84,7 +87,8 @@ def baseline_rows(env_name: str, metrics: list[str], episodes: int, seed: int) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="lbf-1")
-    parser.add_argument("--methods", default="dyps,ps-id,nops,ps")
+    parser.add_argument("--methods", default="dyps,ps-id,nops,ps",
+                        help="comma-separated METHOD or METHOD:ALGO (algo: ippo, mappo, copo)")
     parser.add_argument("--metrics", default="episode_return",
                         help="comma-separated training metrics to report (episode totals)")
     parser.add_argument("--total-steps", type=int, default=300_000)
@@ -98,8 +102,9 @@ def main() -> None:
     rows, curves = baseline_rows(args.env, names, 1024, seed=123), {}
     baseline_curves = [(r["method"], r[f"final_{names[0]}"]) for r in rows]
     for method in args.methods.split(","):
-        config = dyps_jax.make_config(env=args.env, method=method, total_steps=args.total_steps,
-                                      num_envs=args.num_envs)
+        name, _, algo = method.partition(":")
+        config = dyps_jax.make_config(env=args.env, method=name, total_steps=args.total_steps,
+                                      num_envs=args.num_envs, **({"algo": algo} if algo else {}))
         train = jax.jit(jax.vmap(dyps_jax.make_train(config)))
         keys = jax.random.split(jax.random.key(0), args.seeds)
         compiled = train.lower(keys).compile()
@@ -132,14 +137,16 @@ def main() -> None:
     lines = [
         f"# Learning on {args.env}",
         "",
-        f"Command: `python experiments/learning.py --env {args.env}{metric_flag} --total-steps "
-        f"{args.total_steps} --num-envs {args.num_envs} --seeds {args.seeds}"
+        f"Command: `python experiments/learning.py --env {args.env}{metric_flag} --methods "
+        f"{args.methods} --total-steps {args.total_steps} --num-envs {args.num_envs} --seeds "
+        f"{args.seeds}"
         + (f" --name {args.name}" if args.name else "") + "`  ",
         f"Date {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, device {jax.devices()[0].device_kind}"
         f", jax {jax.__version__}, git {rev}. Metrics are episode totals: episode_return = sum of "
         "all agents' rewards (LBF: 1.0 = all food collected; RWARE: deliveries); gmv = price of "
         "the orders served in a day, orr = served / generated. first/final = mean over the "
-        f"first/last 10 % of iterations and {args.seeds} seeds, std = over seeds; baselines: "
+        f"first/last 10 % of iterations and {args.seeds} seeds, std = over seeds (the plot's bands: "
+        "± std over seeds per iteration); baselines: "
         "1024 episodes (std over episodes).",
         "",
         "| method | " + " | ".join(f"first {m} | final {m} | std" for m in names)
@@ -155,7 +162,9 @@ def main() -> None:
     steps_per_iter = args.num_envs * dyps_jax.envs.make(args.env).max_steps
     for method, ret in curves.items():
         x = np.arange(1, ret.shape[1] + 1) * steps_per_iter
-        ax.plot(x, ret.mean(axis=0), label=method)
+        line, = ax.plot(x, ret.mean(axis=0), label=method)
+        ax.fill_between(x, ret.mean(axis=0) - ret.std(axis=0), ret.mean(axis=0) + ret.std(axis=0),
+                        color=line.get_color(), alpha=0.15, linewidth=0)
     for (name, value), style in zip(baseline_curves, ("--", ":", "-.", (0, (1, 3)))):
         ax.axhline(value, color="grey", linestyle=style, label=name)
     ax.set_xlabel("environment steps")
