@@ -102,7 +102,8 @@ def main() -> None:
     rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                          text=True).stdout.strip()
     command = "python experiments/cli_matrix.py " + " ".join(sys.argv[1:])
-    todo = [(e, a, m) for e in args.envs.split(",") for a in args.algos.split(",")
+    # Algorithm outermost: an interrupted sweep has covered every preset under the first ones.
+    todo = [(e, a, m) for a in args.algos.split(",") for e in args.envs.split(",")
             for m in args.methods.split(",") if f"{e}|{a}|{m}" not in cells]
     print(f"{len(todo)} runs to do, {len(cells)} cached", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
