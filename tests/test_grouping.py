@@ -9,7 +9,12 @@ import optax
 import pytest
 
 import dyps_jax
-from dyps_jax.grouping import GroupSelector, group_advantage_loss, group_advantages
+from dyps_jax.grouping import (
+    GroupSelector,
+    group_advantage_loss,
+    group_advantages,
+    response_posterior,
+)
 
 
 def test_group_advantage_is_zero_for_own_group_and_follows_the_advantage():
@@ -37,7 +42,7 @@ def test_group_advantage_truncates_ratios_and_ignores_invalid_steps():
     np.testing.assert_allclose(gains[0, 0], [0.0, 1.0], atol=1e-6)
 
 
-def _fit_selector(gains, balance_coef, steps=300):
+def _fit_selector(gains, balance_coef, steps=300, posterior=None):
     E, N, M = gains.shape
     model = GroupSelector(num_agents=N)
     h = jnp.zeros((E, N, 4))
@@ -47,7 +52,7 @@ def _fit_selector(gains, balance_coef, steps=300):
     opt = tx.init(params)
     for _ in range(steps):
         grads = jax.grad(lambda p: group_advantage_loss(model, p, h, zg, gains, 0.0,
-                                                        balance_coef)[0])(params)
+                                                        balance_coef, posterior)[0])(params)
         updates, opt = tx.update(grads, opt)
         params = optax.apply_updates(params, updates)
     return jax.nn.softmax(model.apply(params, h, zg)[0], axis=-1)
@@ -69,6 +74,28 @@ def test_group_balance_keeps_groups_in_use():
     assert float(alone[..., 0].mean()) > 0.95
     usage = balanced.mean(axis=(0, 1))
     assert float(usage.min()) > 0.35, usage
+
+
+def test_response_posterior_centres_the_evidence_over_agents():
+    """A group whose model explains every agent better by the same amount gains nobody; the agent it
+    explains best of all joins it. Uncentred, the posterior is plain Bayes."""
+    prior = jnp.log(jnp.array([[[0.5, 0.5], [0.8, 0.2], [0.5, 0.5]]]))
+    evidence = jnp.array([[[5.0, 0.0], [5.0, 0.0], [12.0, 0.0]]])
+    centred = response_posterior(prior, evidence)
+    chex.assert_trees_all_close(centred.sum(-1), jnp.ones((1, 3)), atol=1e-6)
+    assert float(centred[0, 2, 0]) > 0.95  # best explained by group 0, relative to the others
+    assert float(centred[0, 0, 0]) < 0.5  # explained by group 0 less than the average agent
+    plain = response_posterior(prior, evidence, centred=False)
+    expected = jax.nn.softmax(prior + evidence, axis=-1)
+    chex.assert_trees_all_close(plain, expected, atol=1e-6)
+
+
+def test_selector_learns_the_response_posterior():
+    """With no gains the selector's cross-entropy to a posterior (the gate's M-step) makes a_g that
+    posterior."""
+    target = jnp.array([[[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]]])
+    probs = _fit_selector(jnp.zeros_like(target), balance_coef=0.0, posterior=target)
+    chex.assert_trees_all_close(probs, target, atol=0.02)
 
 
 def _short_config(path_or_env, method="dyps", iterations=2, **kw):
@@ -130,7 +157,7 @@ def test_paper_literal_selector_still_trains(tiny_lbf):
 
 @pytest.mark.parametrize("bad", [{"selector_signal": "reinforce"}, {"group_embedding": "norm"},
                                  {"group_balance_coef": -1.0}, {"group_response_coef": -1.0},
-                                 {"response_steps": 0}])
+                                 {"response_steps": 0}, {"response_selector": "gain"}])
 def test_bad_selector_settings(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         dyps_jax.make_config(env="lbf-1", **bad)

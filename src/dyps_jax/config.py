@@ -27,6 +27,7 @@ SELECTOR_SIGNALS = ("group-advantage", "team-return")
 GROUP_EMBEDDINGS = ("unit", "mean")
 AGENT_EMBEDDINGS = ("final", "mean")
 VLSTM_DECODERS = ("paper", "action")
+RESPONSE_SELECTORS = ("posterior", "fit")
 MAX_SEED = 2**63 - 1  # jax.random.key takes a 64-bit signed seed
 MAX_STEPS = 2**31 - 1  # step counters and transition indices are int32 in the compiled program
 
@@ -94,6 +95,9 @@ class SharingConfig:
     # response decoder altogether (roles/cvae.py, docs/grouping.md).
     group_response_coef: float = 0.0
     response_steps: int = 16  # time steps per episode sampled to score and train the response model
+    # How the response reaches the selector: "posterior" (cross-entropy to the EM posterior of each
+    # agent's group, the gate's M-step) or "fit" (its mean log-likelihood added to the gains).
+    response_selector: str = "posterior"
     # SePS: share of total_steps spent pre-training the shared network, transitions recorded then.
     seps_pretrain_fraction: float = 0.1
     seps_samples: int = 8192
@@ -354,6 +358,7 @@ def validate(config: TrainConfig) -> None:
         ("group_embedding", sharing.group_embedding, GROUP_EMBEDDINGS),
         ("agent_embedding", sharing.agent_embedding, AGENT_EMBEDDINGS),
         ("vlstm_decoder", sharing.vlstm_decoder, VLSTM_DECODERS),
+        ("response_selector", sharing.response_selector, RESPONSE_SELECTORS),
         ("algo", ppo.algo, ALGOS),
     ):
         if value not in allowed:

@@ -93,6 +93,7 @@ def selector_loss(
     target: jax.Array,
     ent_coef: float,
     fit: jax.Array | None = None,
+    posterior: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Actor-critic loss of the one-step group-selection MDP.
 
@@ -103,10 +104,11 @@ def selector_loss(
       target: f32[E], the standardised team episode return r_g.
       fit: f32[E, N, M] or None, a known value of every group for every agent (the group-response
         fit), whose expectation under a_g is added to the objective exactly.
+      posterior: f32[E, N, M] or None, weighted targets for a_g (`posterior_cross_entropy`).
 
     Returns:
       scalar loss -sum_n log a_g[g_n, n] (r_g - V) + (V - r_g)^2 / 2 - ent_coef * H
-      - sum_n sum_m a_g[m, n] fit[n, m], mean over envs.
+      - sum_n sum_m a_g[m, n] fit[n, m] - sum_n sum_m posterior[n, m] log a_g[m, n], mean over envs.
     """
     logits, value = cast(tuple[jax.Array, jax.Array], model.apply(
         params, jax.lax.stop_gradient(embeddings), jax.lax.stop_gradient(group_embeddings)
@@ -122,7 +124,44 @@ def selector_loss(
         chex.assert_equal_shape([logits, fit])
         probs = jax.nn.softmax(logits, axis=-1)
         loss -= (probs * jax.lax.stop_gradient(fit)).sum(-1).sum(-1).mean()
+    if posterior is not None:
+        loss += posterior_cross_entropy(logits, posterior) * logits.shape[1]
     return loss, {"selector_loss": actor, "selector_value_loss": critic}
+
+
+def response_posterior(logits: jax.Array, evidence: jax.Array, centred: bool = True) -> jax.Array:
+    """Each agent's posterior over groups: softmax_m(log a_g[e, n, m] + evidence[e, n, m]).
+
+    evidence is log p_m(the agent's sampled transitions), the group response's log-likelihood. With
+    `centred` the evidence is taken relative to its mean over agents for each group (e, n): a group
+    whose model explains everyone better (it was trained on more agents) would otherwise draw every
+    agent in, the collapse of an unbalanced mixture of experts.
+
+    Args:
+      logits: f32[E, N, M], the selector's (a_g's prior); evidence: f32[E, N, M].
+    Returns:
+      f32[E, N, M], rows summing to 1.
+    """
+    chex.assert_equal_shape([logits, evidence])
+    if centred:
+        evidence = evidence - evidence.mean(axis=(0, 1))
+    return jax.nn.softmax(jax.nn.log_softmax(logits, axis=-1) + evidence, axis=-1)
+
+
+def posterior_cross_entropy(logits: jax.Array, posterior: jax.Array) -> jax.Array:
+    """-mean_{e,n} sum_m posterior[e, n, m] log softmax(logits[e, n])_m.
+
+    The gating network's M-step in EM for a mixture of experts (Jordan & Jacobs 1994):
+    the selector learns to predict each agent's posterior group, whose prior was its own a_g, so
+    the evidence of every iteration accumulates in it. `posterior` is held constant and may carry a
+    weight (it need not sum to 1).
+
+    Args:
+      logits: f32[E, N, M]; posterior: f32[E, N, M].
+    """
+    chex.assert_equal_shape([logits, posterior])
+    log_probs = jax.nn.log_softmax(logits, axis=-1)
+    return -(jax.lax.stop_gradient(posterior) * log_probs).sum(-1).mean()
 
 
 def group_advantages(
@@ -164,6 +203,7 @@ def group_advantage_loss(
     gains: jax.Array,
     ent_coef: float,
     balance_coef: float,
+    posterior: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The selector's loss for the `group-advantage` signal.
 
@@ -171,7 +211,7 @@ def group_advantage_loss(
     expected value is exact rather than a sampled score function (the all-action policy gradient of
     Mean Actor-Critic, Allen et al. 2017):
     loss = -mean_{e,n} sum_m a_g[e, n, m] gains[e, n, m] - ent_coef * mean H(a_g[e, n])
-           - balance_coef * H(mean_{e,n} a_g[e, n]).
+           - balance_coef * H(mean_{e,n} a_g[e, n]) [+ posterior_cross_entropy(logits, posterior)].
 
     The last term keeps every group in use (the importance loss of mixtures of experts, Shazeer et
     al. 2017; the marginal entropy of information-maximising clustering, Krause et al. 2010): a group
@@ -181,6 +221,7 @@ def group_advantage_loss(
     Args:
       embeddings: f32[E, N, H]; group_embeddings: f32[M, Z] (held constant).
       gains: f32[E, N, M], from `group_advantages`.
+      posterior: f32[E, N, M] or None, weighted targets for a_g (the group response's posterior).
     """
     logits, _ = model.apply(
         params, jax.lax.stop_gradient(embeddings), jax.lax.stop_gradient(group_embeddings)
@@ -192,5 +233,7 @@ def group_advantage_loss(
     usage = probs.reshape(-1, probs.shape[-1]).mean(axis=0)
     balance = -(usage * jnp.log(usage + 1e-8)).sum()
     loss = -value - ent_coef * entropy - balance_coef * balance
+    if posterior is not None:
+        loss += posterior_cross_entropy(logits, posterior)
     return loss, {"selector_loss": -value, "group_usage_entropy": balance}
 

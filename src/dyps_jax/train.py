@@ -37,6 +37,7 @@ from dyps_jax.grouping import (
     RunningStats,
     group_advantage_loss,
     group_advantages,
+    response_posterior,
     sample_groups,
     selector_loss,
 )
@@ -481,14 +482,16 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         return coordinated, returns, shared_ret, meta
 
     def selector_update(roles: RoleState, traj: Transition, groups: jax.Array,
-                        team_return: jax.Array, advantages: jax.Array, fit: jax.Array):
-        """fit: f32[E, N, M], the group-response fit of every agent under every group, weighted."""
+                        team_return: jax.Array, advantages: jax.Array, fit: jax.Array,
+                        posterior: jax.Array | None):
+        """fit: f32[E, N, M], the group-response fit of every agent under every group, weighted;
+        posterior: f32[E, N, M] or None, weighted targets for a_g from the group response."""
         z_groups = models.group_embedding(roles.cvae.params)
         stats = roles.return_stats.update(team_return)
         if share.selector_signal == "team-return":
             grads, info = jax.grad(selector_loss, argnums=1, has_aux=True)(
                 selector_net, roles.selector.params, roles.agent_embedding, z_groups, groups,
-                stats.standardise(team_return), share.selector_ent_coef, fit,
+                stats.standardise(team_return), share.selector_ent_coef, fit, posterior,
             )
         else:
             gains = group_advantages(traj.group_log_prob, traj.log_prob,
@@ -499,7 +502,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             gains = gains - gains.mean(axis=(0, 1))
             grads, info = jax.grad(group_advantage_loss, argnums=1, has_aux=True)(
                 selector_net, roles.selector.params, roles.agent_embedding, z_groups, gains + fit,
-                share.selector_ent_coef, share.group_balance_coef,
+                share.selector_ent_coef, share.group_balance_coef, posterior,
             )
         return _apply(selector_tx, roles.selector, grads), stats, info
 
@@ -517,7 +520,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         target = jnp.concatenate([next_obs, reward], axis=-1)
         response = spec.trains_cvae and cvae_net.response_dim > 0
 
-        fit = jnp.zeros((n_envs, n_agents, n_sets))
+        fit, posterior = jnp.zeros((n_envs, n_agents, n_sets)), None
         if response:
             # The same few time steps of every agent score it under every group's response model
             # (before this iteration's update) and train that model.
@@ -533,23 +536,25 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             # near uniform every group's model sees the same mix of agents, the models converge
             # to one another and the fit they give the selector fades (rware-1, 1M steps).
             prior = jnp.zeros(fit.shape) if logits is None else logits
-            log_posterior = (jax.nn.log_softmax(prior, axis=-1)
-                             + ll.sum(0) * cvae_net.response_dim)
-            responsibilities = jax.nn.softmax(log_posterior, axis=-1)
+            evidence = ll.sum(0) * cvae_net.response_dim
+            responsibilities = response_posterior(prior, evidence, centred=False)
             response_info = {"response_spread": fit.std(axis=-1).mean(),
                              "response_confidence": responsibilities.max(-1).mean()}
             responsibilities = jnp.broadcast_to(
                 responsibilities, resp_valid.shape + (n_sets,)).reshape(-1, n_sets)
-            # Only how much better a group explains this agent than the others counts: a group
-            # whose model is better for everyone (it was trained on more agents) would otherwise
-            # draw every agent in, the collapse of an unbalanced mixture of experts.
-            fit = share.group_response_coef * (fit - fit.mean(axis=(0, 1)))
+            # The selector sees only how much better a group explains this agent than the others:
+            # centred over agents (`response_posterior`).
+            if share.response_selector == "posterior":
+                posterior = share.group_response_coef * response_posterior(prior, evidence)
+                fit = jnp.zeros_like(fit)
+            else:
+                fit = share.group_response_coef * (fit - fit.mean(axis=(0, 1)))
 
         info = {}
         selector, stats = roles.selector, roles.return_stats
         if selecting:
             selector, stats, info = selector_update(roles, traj, groups, team_return, advantages,
-                                                    fit)
+                                                    fit, posterior)
 
         batch = horizon * n_envs * n_agents
         vlstm, embedding = roles.vlstm, roles.agent_embedding

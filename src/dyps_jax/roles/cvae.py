@@ -10,11 +10,15 @@ the group id carries about the action), so the optimum is indifferent and traini
 posterior onto the prior: every z_g becomes 0 and eq. 13 gives uniform groups. beta < 1 breaks the tie.
 
 Group response (ours, `SharingConfig.group_response_coef`, docs/grouping.md): with `response_dim > 0`
-z_g also decodes how the environment answers the group's agents, p(e_{t+1} | z_g, s_t, a_t) with
+every group also has a model of how the environment answers its agents, p_m(e_{t+1} | s_t, a_t) with
 e_{t+1} = (s_{t+1}, r_{t+1}), the VLSTM's target (eq. 7) for a whole group instead of one agent's
 history. Agents whose actions act alike (a warehouse robot's colour rotates its actions; a role-game
-type changes which action pays) are then explained best by the same z_g, whatever the policies have
-learned so far, and `response_log_likelihood` scores every agent under every group for the selector.
+type changes which action pays) are then explained best by the same group's model, whatever the
+policies have learned so far, and `response_log_likelihood` scores every agent under every group for
+the selector. Each group has its own network (parameters stacked on a leading [M] axis, the experts of
+a mixture of regressions): one network told the groups apart only through z_g in its input, and on
+the planted two-kind test (`tests/test_roles.py`) it ignored z_g for one initialisation in two,
+explaining both kinds alike.
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ class CVAE(nn.Module):
         self.encoder = MLP((self.hidden, 2 * self.latent))
         self.decoder = MLP((self.hidden, self.hidden, head_size(self.action_kind, self.num_actions)))
         if self.response_dim:
-            self.responder = MLP((self.hidden, self.hidden, 2 * self.response_dim))
+            experts = nn.vmap(MLP, variable_axes={"params": 0}, split_rngs={"params": True},
+                              in_axes=None, out_axes=0, axis_size=self.num_groups)
+            self.responder = experts((self.hidden, self.hidden, 2 * self.response_dim))
 
     def encode(self, groups: jax.Array) -> tuple[jax.Array, jax.Array]:
         """groups: int32[B] -> (mean, std), each f32[B, latent]."""
@@ -57,16 +63,17 @@ class CVAE(nn.Module):
         """z: f32[B, latent], states: f32[B, D] -> the action distribution's parameters."""
         return self.decoder(jnp.concatenate([z, states], axis=-1))
 
-    def respond(self, z: jax.Array, states: jax.Array, actions: jax.Array):
-        """z: f32[B, latent], states: f32[B, D], actions: f32[B, A] (encoded) -> Gaussian of e_{t+1}."""
-        out = self.responder(jnp.concatenate([z, states, actions], axis=-1))
+    def respond(self, states: jax.Array, actions: jax.Array):
+        """states: f32[B, D], actions: f32[B, A] (encoded) -> every group's Gaussian of e_{t+1},
+        batch shape [M, B]."""
+        out = self.responder(jnp.concatenate([states, actions], axis=-1))
         mean, log_std = jnp.split(out, 2, axis=-1)
         return distrax.MultivariateNormalDiag(mean, jnp.exp(jnp.clip(log_std, -5.0, 2.0)))
 
     def __call__(self, groups, states, noise, actions=None):
         mean, std = self.encode(groups)
         if actions is not None:
-            self.respond(mean, states, actions)  # creates the response decoder's parameters
+            self.respond(states, actions)  # creates the response models' parameters
         return mean, std, self.decode(mean + std * noise, states)
 
 
@@ -125,13 +132,11 @@ def response_nll(
     targets: jax.Array,
     weights: jax.Array,
 ) -> jax.Array:
-    """-sum_m r[b, m] log p(e_{t+1} | z_m, s_t, a_t) per target dimension, the weighted mean over b.
+    """-sum_m r[b, m] log p_m(e_{t+1} | s_t, a_t) per target dimension, the weighted mean over b.
 
     The M-step of EM for a mixture of regressions: every group's response model is fitted to every
     sample in proportion to the responsibility r[b, m] of group m for the sample's agent (in training,
-    the selector's assignment probabilities a_g). A one-hot r trains each sample under one group only.
-    z_m is the encoder mean, so the gradient also reaches the encoder: a group whose agents the
-    environment answers differently needs its own z_g, which keeps the z_g apart.
+    the posterior of its group). A one-hot r trains each sample under one group only.
 
     Args:
       responsibilities: f32[B, M], rows summing to 1; states: f32[B, D]; actions: f32[B, A]
@@ -148,16 +153,10 @@ def response_nll(
 def response_log_likelihood(
     model: CVAE, params, states: jax.Array, actions: jax.Array, targets: jax.Array
 ) -> jax.Array:
-    """log p(e_{t+1} | z_m, s_t, a_t) per target dimension under every group m: f32[B, M].
+    """log p_m(e_{t+1} | s_t, a_t) per target dimension under every group m: f32[B, M].
 
     Args: states: f32[B, D]; actions: f32[B, A] (encoded); targets: f32[B, R].
     """
-    z = group_embeddings(model, params)
-
-    def under(z_m):
-        zs = jnp.broadcast_to(z_m, states.shape[:-1] + z_m.shape)
-        dist = cast(distrax.MultivariateNormalDiag,
-                    model.apply(params, zs, states, actions, method=CVAE.respond))
-        return dist.log_prob(targets)
-
-    return jax.vmap(under, out_axes=-1)(z) / model.response_dim
+    dist = cast(distrax.MultivariateNormalDiag,
+                model.apply(params, states, actions, method=CVAE.respond))
+    return dist.log_prob(targets).T / model.response_dim
