@@ -347,6 +347,48 @@ def test_divergence_stops_the_run(tmp_path, tiny_lbf, runs):
     assert not list((folder / "checkpoints").glob("*.sha256"))
 
 
+def test_divergence_after_a_good_checkpoint_keeps_it(tmp_path, tiny_lbf):
+    """Four good iterations (checkpoints at 2 and 4), then the same run continued with a learning
+    rate that blows up: it stops at iteration 5, the summary names it and points at checkpoint 4,
+    which restores finite parameters, and the logs hold exactly the good iterations."""
+    from dyps_jax.cli import run
+
+    def config(iterations, lr):
+        return dyps_jax.make_config(env=tiny_lbf, method="ps", num_envs=2,
+                                    total_steps=iterations * 20, lr=lr, log_every=2,
+                                    checkpoint_every=2, out=str(tmp_path))
+
+    good = run(config(4, 3e-4), quiet=True)
+    assert good["status"] == "completed" and good["last_checkpoint"] == 4
+    folder = Path(good["run_dir"])
+    summary = run(config(8, 1e30), quiet=True, resume=folder)
+    assert summary["status"] == "diverged"
+    assert summary["diverged_iteration"] == 5 and summary["last_checkpoint"] == 4
+    assert _assert_valid_json(folder / "summary.json")["status"] == "diverged"
+    fns = make_train_fns(config(8, 3e-4))
+    state = checkpoint.restore(folder / "checkpoints", jax.eval_shape(fns.init, jax.random.key(0)))
+    assert int(state.iteration) == 4
+    assert all(bool(np.isfinite(leaf).all()) for leaf in jax.tree.leaves(state.policy.params))
+    rows = (folder / "metrics.csv").read_text().splitlines()
+    assert [int(r.split(",")[0]) for r in rows[1:]] == [1, 2, 3, 4]
+    assert "nan" not in (folder / "metrics.jsonl").read_text().lower()
+
+
+def test_out_of_memory_is_one_clear_line_and_a_summary(tmp_path):
+    """A real allocation failure (terabytes in one buffer) while running: exit 1, one line, no
+    traceback, and the run folder's summary says what happened."""
+    ((_, argv, text),) = [case for case in runtime_bad_inputs(tmp_path) if case[0] == "out of memory"]
+    proc = _cli(argv, tmp_path / "cache")
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"dyps-jax: error: {text} at iteration 1 (")
+    assert "last good checkpoint: none" in last
+    summary = _assert_valid_json(_only_run(tmp_path / "runtime") / "summary.json")
+    assert summary["status"] == "out_of_memory" and summary["failed_iteration"] == 1
+    assert "Out of memory" in summary["error"]
+
+
 # ---------------------------------------------------------------------------- bad inputs catalogue
 
 

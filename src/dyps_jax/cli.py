@@ -6,7 +6,7 @@ at a time, drawing a progress bar (a plain line every few seconds when the outpu
 terminal) and writing the run folder described in `run_dir.py`.
 
 Stops: a non-finite loss or parameter stops the run (`status: diverged`, exit 3) keeping the last
-good checkpoint; Ctrl-C or SIGTERM finishes the running chunk, saves a checkpoint and the summary
+good checkpoint, as running out of memory does (`status: out_of_memory`, exit 1); Ctrl-C or SIGTERM finishes the running chunk, saves a checkpoint and the summary
 (`status: interrupted`, exit 130/143); `--resume RUN_DIR` continues such a run bit-identically.
 """
 
@@ -320,7 +320,7 @@ def run(config: TrainConfig, quiet: bool = False, console: Console | None = None
         ckpt = checkpoint.manager(folder / "checkpoints") if config.checkpoint_every else None
         saved_iters = done_iters if resume is not None else 0
         pending: list[dict] = []
-        status, diverged, train_s = "completed", None, 0.0
+        status, diverged, failure, failed_at, train_s = "completed", None, "", 0, 0.0
 
         def save_and_flush(state) -> None:
             nonlocal saved_iters, pending
@@ -340,8 +340,15 @@ def run(config: TrainConfig, quiet: bool = False, console: Console | None = None
                     break
                 n = min(chunk, total_iters - done_iters)
                 t = time.perf_counter()
-                new_state, metrics = compiled[n](state)
-                metrics = jax.device_get(metrics)
+                try:
+                    new_state, metrics = compiled[n](state)
+                    metrics = jax.device_get(metrics)
+                except Exception as err:
+                    if not _is_out_of_memory(err):
+                        raise
+                    status, failure = "out_of_memory", _first_line(err)
+                    failed_at = done_iters + 1
+                    break
                 leaves_ok = np.asarray(finite(new_state))
                 train_s += time.perf_counter() - t
                 chunk_rows = [
@@ -383,6 +390,8 @@ def run(config: TrainConfig, quiet: bool = False, console: Console | None = None
         summary["diverged_quantities"] = diverged["quantities"]
     if status == "interrupted":
         summary["interrupted_by"] = stop.name
+    if failure:
+        summary["error"], summary["failed_iteration"] = failure, failed_at
     summary.update(_clusters(config, state))
     checkpoint.write_json(folder / "summary.json", summary)
     if not quiet and status == "completed":
@@ -482,6 +491,11 @@ class _Progress:
                 highlight=False, soft_wrap=True)
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
+
+
 def _is_out_of_memory(err: BaseException) -> bool:
     text = str(err)
     return isinstance(err, MemoryError) or "RESOURCE_EXHAUSTED" in text \
@@ -515,10 +529,13 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as err:
         if not _is_out_of_memory(err):
             raise
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        fail(f"out of memory ({first[:200]}); lower --num-envs or the scenario's size",
+        fail(f"out of memory ({_first_line(err)}); lower --num-envs or the scenario's size",
              EXIT_FAILED)
     folder = summary["run_dir"]
+    if summary["status"] == "out_of_memory":
+        fail(f"out of memory at iteration {summary['failed_iteration']} ({summary['error']}); lower "
+             f"--num-envs or the scenario's size; last good checkpoint: "
+             f"{summary['last_checkpoint'] or 'none'} in {folder}", EXIT_FAILED)
     if summary["status"] == "diverged":
         fail(f"diverged at iteration {summary['diverged_iteration']}: non-finite "
              f"{', '.join(summary['diverged_quantities'])}; last good checkpoint: "
