@@ -129,7 +129,7 @@ def test_group_response_tells_apart_agents_whose_actions_act_differently():
 
     before = response_log_likelihood(model, params, states, actions, targets)
     chex.assert_shape(before, (B, 2))
-    params, losses = _fit(loss_fn, params, 400, lr=1e-2)
+    params, losses = _fit(loss_fn, params, 400)
     assert losses[-1] < losses[0] - 1.0
     ll = response_log_likelihood(model, params, states, actions, targets)
     own = jnp.take_along_axis(ll, kind[:, None], axis=1)[:, 0]
