@@ -72,8 +72,9 @@ _HELP = {
     "group_response_coef": "weight of the group-response fit in the selector's objective; 0 "
                            "drops the CVAE's response decoder (the paper)",
     "response_steps": "time steps per episode sampled for the group-response model",
-    "response_selector": "how the group response trains the selector: posterior (cross-entropy "
-                         "to each agent's EM posterior) or fit (its log-likelihood as a gain)",
+    "response_selector": "how the group response trains the selector: fit (its centred "
+                         "log-likelihood as a gain) or posterior (cross-entropy to each agent's "
+                         "EM posterior)",
     "vlstm_decoder": "VLSTM decoder input besides (z_t, h_t-1): paper (nothing) or action (a_t)",
     "vlstm_grad_sequences": "agent sequences per iteration the VLSTM's gradient is computed on "
                             "(0: all, the paper); every agent's h_a still comes from all of them",

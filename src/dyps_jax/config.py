@@ -27,7 +27,7 @@ SELECTOR_SIGNALS = ("group-advantage", "team-return")
 GROUP_EMBEDDINGS = ("unit", "mean")
 AGENT_EMBEDDINGS = ("final", "mean")
 VLSTM_DECODERS = ("paper", "action")
-RESPONSE_SELECTORS = ("posterior", "fit")
+RESPONSE_SELECTORS = ("fit", "posterior")
 MAX_SEED = 2**63 - 1  # jax.random.key takes a 64-bit signed seed
 MAX_STEPS = 2**31 - 1  # step counters and transition indices are int32 in the compiled program
 
@@ -95,9 +95,10 @@ class SharingConfig:
     # response decoder altogether (roles/cvae.py, docs/grouping.md).
     group_response_coef: float = 0.0
     response_steps: int = 16  # time steps per episode sampled to score and train the response model
-    # How the response reaches the selector: "posterior" (cross-entropy to the EM posterior of each
-    # agent's group, the gate's M-step) or "fit" (its mean log-likelihood added to the gains).
-    response_selector: str = "posterior"
+    # How the response reaches the selector: "fit" (its centred mean log-likelihood added to the
+    # gains) or "posterior" (cross-entropy to the EM posterior of each agent's group, the gate's
+    # M-step; it froze arbitrary groupings on rware-1, docs/grouping.md).
+    response_selector: str = "fit"
     # SePS: share of total_steps spent pre-training the shared network, transitions recorded then.
     seps_pretrain_fraction: float = 0.1
     seps_samples: int = 8192
