@@ -354,7 +354,7 @@ def validate(config: TrainConfig) -> None:
         seps_samples=sharing.seps_samples,
         lcf_lr=ppo.lcf_lr,
     )
-    for name, value, allowed in (
+    for name, choice, allowed in (
         ("selector_signal", sharing.selector_signal, SELECTOR_SIGNALS),
         ("group_embedding", sharing.group_embedding, GROUP_EMBEDDINGS),
         ("agent_embedding", sharing.agent_embedding, AGENT_EMBEDDINGS),
@@ -362,8 +362,8 @@ def validate(config: TrainConfig) -> None:
         ("response_selector", sharing.response_selector, RESPONSE_SELECTORS),
         ("algo", ppo.algo, ALGOS),
     ):
-        if value not in allowed:
-            raise ValueError(f"{name}: unknown {value!r}; allowed: {', '.join(allowed)}")
+        if choice not in allowed:
+            raise ValueError(f"{name}: unknown {choice!r}; allowed: {', '.join(allowed)}")
     for name, value in (("gamma", ppo.gamma), ("gae_lambda", ppo.gae_lambda)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name}: must be in [0, 1], got {value}")

@@ -34,6 +34,7 @@ import jax
 import numpy as np
 
 from dyps_jax.envs import core
+from dyps_jax.envs.medical import VaccineAllocation
 from dyps_jax.rules import RULES, get_rule
 
 # Medical metric names as printed (episode totals of the environment's per-day metrics).
@@ -151,7 +152,7 @@ def evaluate_rule(env_name_or_path: str, policy: str, seed: int = 0, episodes: i
     spec = _eval_spec(kind, {**spec, **env_overrides, **rule.env_overrides})
     env = core.build(kind, spec)
     totals = _episode_totals(env, _rule_policy(rule, env), seed, episodes)
-    baseline = totals if kind == "medical" and not env.vaccinate else _no_vaccine(
+    baseline = totals if isinstance(env, VaccineAllocation) and not env.vaccinate else _no_vaccine(
         kind, spec, seed, episodes)
     header = {"env": str(env_name_or_path), "policy": policy, "seed": seed, "episodes": episodes}
     return _format(kind, env, totals, baseline, header)
@@ -297,7 +298,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
-    overrides = {"stochastic": True} if args.stochastic else {}
+    overrides: dict[str, Any] = {"stochastic": True} if args.stochastic else {}
     if args.replay:
         overrides["demand"] = "replay"
     try:

@@ -38,8 +38,8 @@ def _within(rows: jax.Array, cols: jax.Array, radius: int) -> tuple[jax.Array, j
 
 
 def _fixed(index: np.ndarray, weight: np.ndarray) -> Neighbourhood:
-    index, weight = jnp.asarray(index, jnp.int32), jnp.asarray(weight, jnp.float32)
-    return lambda _state: (index, weight)
+    fixed = jnp.asarray(index, jnp.int32), jnp.asarray(weight, jnp.float32)
+    return lambda _state: fixed
 
 
 def _lbf(env) -> Neighbourhood:

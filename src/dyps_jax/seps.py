@@ -9,7 +9,7 @@ Everything is jitted JAX: the epochs, the k-means++ seeding and Lloyd's iteratio
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import flax.linen as nn
 import jax
@@ -100,7 +100,8 @@ class IdVAE(nn.Module):
 
 def vae_loss(model: IdVAE, params: Any, key: jax.Array, batch: Buffer) -> jax.Array:
     """Summed squared error of [o', r] plus KL_WEIGHT x KL(q(z | id) || N(0, I)), mean over rows."""
-    pred, mean, log_var = model.apply(params, key, batch.agent, batch.obs, batch.action)
+    pred, mean, log_var = cast(tuple[jax.Array, jax.Array, jax.Array],
+                               model.apply(params, key, batch.agent, batch.obs, batch.action))
     target = jnp.concatenate([batch.next_obs, batch.reward[:, None]], axis=-1)
     sse = jnp.square(pred - target).sum(-1)
     kl = 0.5 * (jnp.exp(log_var) + jnp.square(mean) - 1.0 - log_var).sum(-1)

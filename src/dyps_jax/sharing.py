@@ -113,5 +113,6 @@ def policy_features(spec: MethodSpec, obs: jax.Array, embedding: jax.Array | Non
         parts.append(jnp.broadcast_to(jnp.eye(num_agents, dtype=obs.dtype),
                                       obs.shape[:-1] + (num_agents,)))
     if spec.role_embedding:
+        assert embedding is not None, "role-as-state needs the agent embeddings"
         parts.append(jnp.broadcast_to(embedding, obs.shape[:-1] + embedding.shape[-1:]))
     return jnp.concatenate(parts, axis=-1) if len(parts) > 1 else obs

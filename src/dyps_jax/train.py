@@ -21,8 +21,9 @@ The assignment is a traced int32 array, so nothing recompiles when groups change
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import distrax
 import jax
@@ -188,6 +189,7 @@ def group_probabilities(config: TrainConfig, state: TrainState) -> jax.Array:
         if state.seps is not None:
             groups = jnp.broadcast_to(state.seps.assignment, groups.shape)
         return jax.nn.one_hot(groups, config.num_param_sets)
+    assert state.roles is not None, "a selector method's state carries its role models"
     return jax.nn.softmax(_selector_logits(role_models(config, env), state.roles), axis=-1)
 
 
@@ -202,7 +204,9 @@ def policy_network(config: TrainConfig, env) -> ActorCritic | PointerActorCritic
     actor_dim = feat_dim if config.algo == "mappo" else None
     hidden = config.ppo.hidden_size
     if env.action_kind == "pointer":
-        return PointerActorCritic(*env.pointer_layout, hidden_size=hidden, actor_dim=actor_dim)
+        cell_dim, num_slots, slot_dim = env.pointer_layout
+        return PointerActorCritic(cell_dim, num_slots, slot_dim, hidden_size=hidden,
+                                  actor_dim=actor_dim)
     return ActorCritic(head_size(env.action_kind, env.num_actions), hidden, actor_dim=actor_dim)
 
 
@@ -264,13 +268,15 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         """
         x = sharing.policy_features(spec, obs, embedding)
         if central:
+            assert global_state is not None, "MAPPO's critic input carries the global state"
             extra = jnp.broadcast_to(global_state[:, None], x.shape[:-1] + global_state.shape[-1:])
             x = jnp.concatenate([x, extra], axis=-1)
         return x
 
     def shared_values(params: Any, x: jax.Array) -> jax.Array:
         """The shared critics on every agent: f32[B, N, C] for x f32[B, N, critic_dim]."""
-        return jnp.moveaxis(jax.vmap(critic_net.apply, in_axes=(0, None))(params, x)[..., 0], 0, -1)
+        values = cast(jax.Array, jax.vmap(critic_net.apply, in_axes=(0, None))(params, x))
+        return jnp.moveaxis(values[..., 0], 0, -1)
 
     def init(key: jax.Array) -> TrainState:
         k_policy, k_vlstm, k_cvae, k_sel, key = jax.random.split(key, 5)
@@ -341,7 +347,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
                     kind, every_group[0], stacked(ts.action_mask)
                 ).log_prob(stacked(action))
                 group_log_prob = jnp.moveaxis(log_probs, 0, -1)
-            near = jax.vmap(neighbourhood)(env_state) if copo else None
+            near = None if neighbourhood is None else jax.vmap(neighbourhood)(env_state)
             env_state, next_ts = jax.vmap(env.step)(
                 jax.random.split(k_env, n_envs), env_state, env_action(action)
             )
@@ -360,8 +366,8 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
                 group_log_prob=group_log_prob,
                 global_state=ts.global_state if central else None,
                 shared_value=shared_values(critic_params, x) if n_shared else None,
-                neighbour_reward=(jax.vmap(neighbourhoods.neighbour_reward)(*near, reward)
-                                  if copo else None),
+                neighbour_reward=(None if near is None
+                                  else jax.vmap(neighbourhoods.neighbour_reward)(*near, reward)),
             )
             return shard.envs(((env_state, next_ts, ended | next_ts.done), transition))
 
@@ -383,6 +389,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         if spec.role_embedding:
             batch["embedding"] = over_time(embedding)
         if central:
+            assert traj.global_state is not None, "MAPPO's rollout records the global state"
             batch["global_state"] = flat(traj.global_state)
         return batch
 
@@ -463,8 +470,10 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
                                   ppo.gamma, ppo.gae_lambda)
         if not n_shared:
             return advantages, returns, None, {}
-        signals = {"individual": own_reward, "neighbourhood": traj.neighbour_reward,
-                   "team": algos.team_reward(traj.reward)}
+        assert traj.shared_value is not None, "the rollout records the shared critics' values"
+        signals = {"individual": own_reward, "team": algos.team_reward(traj.reward)}
+        if traj.neighbour_reward is not None:  # only CoPO's rollout records r^N
+            signals["neighbourhood"] = traj.neighbour_reward
         shared_adv, shared_ret = gae(
             jnp.stack([signals[name] for name in shared_signals], axis=-1), traj.shared_value,
             done[..., None], jnp.zeros_like(traj.shared_value[0]), ppo.gamma, ppo.gae_lambda)
@@ -473,6 +482,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             advantages = 0.5 * (advantages + of["individual"])
         if not copo:
             return advantages, returns, shared_ret, {}
+        assert lcf is not None, "CoPO's state carries its coordination factor"
         normal = lambda a: _standardise(a, traj.valid)  # noqa: E731
         noise = jax.random.normal(key, (n_envs, n_agents))  # one phi per agent and episode
         meta = {"adv_individual": normal(advantages), "adv_neighbourhood": normal(of["neighbourhood"]),
@@ -494,6 +504,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
                 stats.standardise(team_return), share.selector_ent_coef, fit, posterior,
             )
         else:
+            assert traj.group_log_prob is not None, "selector methods record it"
             gains = group_advantages(traj.group_log_prob, traj.log_prob,
                                      _standardise(advantages, traj.valid), traj.valid)
             # Which group suits every agent better is the groups' policies' business (PPO trains
@@ -637,13 +648,15 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
 
     def seps_switch(key: jax.Array, state: TrainState) -> TrainState:
         """End of SePS's pre-training: cluster the ids and copy the shared network into every set."""
+        assert state.seps is not None, "SePS's state carries its buffer"
         assignment = seps_lib.cluster(key, state.seps.buffer, n_agents, n_sets)
         copy = lambda x: jnp.broadcast_to(x[:1], x.shape)  # noqa: E731
-        return state.replace(policy=jax.tree.map(copy, state.policy),
-                             seps=state.seps.replace(assignment=assignment))
+        return dataclasses.replace(state, policy=jax.tree.map(copy, state.policy),
+                                   seps=dataclasses.replace(state.seps, assignment=assignment))
 
     def seps_record(key: jax.Array, state: TrainState, traj: Transition, final_obs: jax.Array):
         """Records transitions of the pre-training iterations (after them the buffer is kept)."""
+        assert state.seps is not None, "SePS's state carries its buffer"
         next_obs = jnp.concatenate([traj.obs[1:], final_obs[None]], axis=0)
         recorded = seps_lib.record(state.seps.buffer, key, state.iteration * seps_per_iteration,
                                    seps_per_iteration, traj.obs, encode_action(traj.action),
@@ -651,7 +664,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         pretraining = state.iteration < seps_pretrain
         buffer = jax.tree.map(lambda new, old: jnp.where(pretraining, new, old), recorded,
                               state.seps.buffer)
-        return state.seps.replace(buffer=buffer)
+        return dataclasses.replace(state.seps, buffer=buffer)
 
     def iteration(state: TrainState, _) -> tuple[TrainState, dict[str, jax.Array]]:
         key, k_assign, k_roll, k_ppo, k_roles = jax.random.split(state.key, 5)
@@ -660,15 +673,25 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             # The iteration counter is never batched by vmap over keys, so this stays a branch.
             state = jax.lax.cond(state.iteration == seps_pretrain,
                                  lambda s: seps_switch(k_seps, s), lambda s: s, state)
-        embedding = state.roles.agent_embedding if spec.role_embedding else None
+        # `init` gives the state the optional parts its method has: the asserts only say which.
+        roles = state.roles
+        embedding = None
+        if spec.role_embedding:
+            assert roles is not None
+            embedding = roles.agent_embedding
         if selecting:
-            logits = _selector_logits(models, state.roles)
+            assert roles is not None
+            logits = _selector_logits(models, roles)
             groups = shard.envs(sample_groups(k_assign, logits))
         else:
             groups = sharing.fixed_assignment(spec, n_envs, n_agents)
             if clusters:
+                assert state.seps is not None
                 groups = jnp.broadcast_to(state.seps.assignment, groups.shape)
-        critic_params = state.critics.params if n_shared else None
+        critic_params = None
+        if n_shared:
+            assert state.critics is not None
+            critic_params = state.critics.params
         traj, final_obs = rollout(k_roll, state.policy.params, critic_params, groups, embedding)
         advantages, returns, shared_returns, meta = advantages_and_returns(k_phi, traj, state.lcf)
         team_return = traj.reward.sum(axis=(0, 2))  # [E]
@@ -677,8 +700,8 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             "episode_length": traj.valid[:, :, 0].sum(axis=0).mean(),
             **{k: v.sum(axis=0).mean() for k, v in traj.metrics.items()},
         }
-        roles = state.roles
         if spec.has_roles:
+            assert roles is not None
             choice = roles.previous_choice
             if selecting:
                 choice, group_info = grouping_metrics(logits, roles.previous_choice,
@@ -699,6 +722,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         metrics.update(ppo_info)
         lcf = state.lcf
         if copo:
+            assert lcf is not None
             lcf, lcf_info = lcf_update(k_lcf, lcf, policy, batch)
             metrics.update(lcf_info)
         new_state = TrainState(
