@@ -170,7 +170,7 @@ def main() -> None:
     ax.set_xlabel("environment steps")
     ax.set_ylabel(names[0])
     ax.set_title(args.env)
-    ax.legend()
+    ax.legend(fontsize=7, loc="lower right", ncol=2)
     fig.tight_layout()
     fig.savefig(stem.with_suffix(".png"), dpi=120)
     print("\n".join(lines))
