@@ -65,7 +65,8 @@ def write_tables(stem: Path, cells: dict, command: str, rev: str) -> None:
         "# Every method under every algorithm, from the command line, on every preset", "",
         f"Command: `{command}`  ",
         f"Last cell {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, device "
-        f"{jax.devices()[0].device_kind}, jax {jax.__version__}, git {rev}. Each cell is one "
+        f"{jax.devices()[0].device_kind}, jax {jax.__version__}, git {rev} (each cell's own in "
+        f"the .json). Each cell is one "
         "`python -m dyps_jax.train --env ENV --method METHOD --algo ALGO --num-envs N "
         "--total-steps S --quiet` process (S = the given number of iterations); seconds include "
         "start-up and compilation. refused = stopped before compiling with the message shown.", "",
@@ -110,7 +111,7 @@ def main() -> None:
         for i, (env, algo, method) in enumerate(todo):
             cell = run_cell(env, method, algo, args.iterations, args.num_envs,
                             Path(tmp) / f"{env}-{algo}-{method}", args.timeout)
-            cells[f"{env}|{algo}|{method}"] = cell
+            cells[f"{env}|{algo}|{method}"] = cell | {"git": rev}
             print(f"[{i + 1}/{len(todo)}] {env} {algo} {method}: {cell}", flush=True)
             write_tables(stem, cells, command, rev)
 
