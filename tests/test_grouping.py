@@ -150,7 +150,7 @@ def test_paper_literal_selector_still_trains(tiny_lbf):
                            group_embedding="mean", group_response_coef=0.0)
     _, metrics = jax.jit(dyps_jax.make_train(config))(jax.random.key(0))
     assert "selector_value_loss" in metrics
-    assert "response_loss" not in metrics  # no response decoder in the paper's reading
+    assert "response_loss" not in metrics  # no response models in the paper's reading
     for name, value in metrics.items():
         assert np.all(np.isfinite(value)), name
 

@@ -70,7 +70,7 @@ _HELP = {
     "group_embedding": "z_g in eq. 13: unit (normalised CVAE means) or mean (the paper)",
     "group_balance_coef": "weight of the entropy of group usage in the selector's loss",
     "group_response_coef": "weight of the group-response fit in the selector's objective; 0 "
-                           "drops the CVAE's response decoder (the paper)",
+                           "drops the group response models (the paper)",
     "response_steps": "time steps per episode sampled for the group-response model",
     "response_selector": "how the group response trains the selector: fit (its centred "
                          "log-likelihood as a gain) or posterior (cross-entropy to each agent's "

@@ -92,7 +92,7 @@ class SharingConfig:
     # full forward pass (roles/vlstm.py, docs/algorithms.md).
     vlstm_grad_sequences: int = 64
     # Weight of the group-response fit in the selector's objective; 0 (the paper) drops the CVAE's
-    # response decoder altogether (roles/cvae.py, docs/grouping.md).
+    # response models altogether (roles/cvae.py, docs/grouping.md).
     group_response_coef: float = 0.0
     response_steps: int = 16  # time steps per episode sampled to score and train the response model
     # How the response reaches the selector: "fit" (its centred mean log-likelihood added to the

@@ -43,7 +43,7 @@ class CVAE(nn.Module):
     latent: int = 16
     hidden: int = 64
     action_kind: str = "categorical"
-    response_dim: int = 0  # size of e_{t+1}; 0: no response decoder (the paper)
+    response_dim: int = 0  # size of e_{t+1}; 0: no response models (the paper)
 
     def setup(self):
         self.encoder = MLP((self.hidden, 2 * self.latent))
