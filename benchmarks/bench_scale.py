@@ -155,7 +155,9 @@ def measure(spec: dict) -> dict:
 
 
 def out_of_memory(err: BaseException) -> bool:
-    return isinstance(err, MemoryError) or "RESOURCE_EXHAUSTED" in str(err)
+    from dyps_jax.cli import is_out_of_memory  # the child's import: the parent holds no JAX
+
+    return is_out_of_memory(err)
 
 
 def child_main(spec_json: str) -> None:
@@ -163,9 +165,10 @@ def child_main(spec_json: str) -> None:
     try:
         row = measure(json.loads(spec_json)) | {"status": "ok"}
     except Exception as err:  # reported in the table; the parent goes on with the sweep
-        first = (str(err).strip().splitlines() or [""])[0][:200]
+        from dyps_jax.cli import first_line
+
         kind = "out of memory" if out_of_memory(err) else "failed"
-        row = {"status": f"{kind}: {type(err).__name__}: {first}"}
+        row = {"status": f"{kind}: {type(err).__name__}: {first_line(err)}"}
     row["rss_gb"] = common.peak_rss_mb() / 1024
     print(RESULT_MARK + json.dumps(row), flush=True)
 

@@ -6,8 +6,9 @@ at a time, drawing a progress bar (a plain line every few seconds when the outpu
 terminal) and writing the run folder described in `run_dir.py`.
 
 Stops: a non-finite loss or parameter stops the run (`status: diverged`, exit 3) keeping the last
-good checkpoint, as running out of memory does (`status: out_of_memory`, exit 1); Ctrl-C or SIGTERM finishes the running chunk, saves a checkpoint and the summary
-(`status: interrupted`, exit 130/143); `--resume RUN_DIR` continues such a run bit-identically.
+good checkpoint, as running out of memory does (`status: out_of_memory`, exit 1); Ctrl-C or
+SIGTERM finishes the running chunk, saves a checkpoint and the summary (`status: interrupted`,
+exit 130/143); `--resume RUN_DIR` continues such a run bit-identically.
 """
 
 from __future__ import annotations
@@ -345,9 +346,9 @@ def run(config: TrainConfig, quiet: bool = False, console: Console | None = None
                     new_state, metrics = compiled[n](state)
                     metrics = jax.device_get(metrics)
                 except Exception as err:
-                    if not _is_out_of_memory(err):
+                    if not is_out_of_memory(err):
                         raise
-                    status, failure = "out_of_memory", _first_line(err)
+                    status, failure = "out_of_memory", first_line(err)
                     failed_at = done_iters + 1
                     break
                 leaves_ok = np.asarray(finite(new_state))
@@ -492,12 +493,13 @@ class _Progress:
                 highlight=False, soft_wrap=True)
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (at most 200 characters), or its type's name."""
     text = str(err).strip()
     return text.splitlines()[0][:200] if text else type(err).__name__
 
 
-def _is_out_of_memory(err: BaseException) -> bool:
+def is_out_of_memory(err: BaseException) -> bool:
     text = str(err)
     return isinstance(err, MemoryError) or "RESOURCE_EXHAUSTED" in text \
         or "out of memory" in text.lower()
@@ -528,9 +530,9 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as err:
         fail(f"{err.strerror or err}: {err.filename or ''}", EXIT_FAILED)
     except Exception as err:
-        if not _is_out_of_memory(err):
+        if not is_out_of_memory(err):
             raise
-        fail(f"out of memory ({_first_line(err)}); lower --num-envs or the scenario's size",
+        fail(f"out of memory ({first_line(err)}); lower --num-envs or the scenario's size",
              EXIT_FAILED)
     folder = summary["run_dir"]
     if summary["status"] == "out_of_memory":

@@ -541,15 +541,15 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             resp_valid = traj.valid[steps]
             ll = response_log_likelihood(cvae_net, roles.cvae.params, *resp_data)
             ll = ll.reshape(resp_valid.shape + (n_sets,)) * resp_valid[..., None]
-            fit = ll.sum(0) / jnp.maximum(resp_valid.sum(0), 1.0)[..., None]
+            mean_ll = ll.sum(0) / jnp.maximum(resp_valid.sum(0), 1.0)[..., None]
             # EM's responsibilities: the posterior of each agent's group given its sampled
             # transitions, with a_g as the prior. Fitting under a_g itself failed: while a_g is
             # near uniform every group's model sees the same mix of agents, the models converge
             # to one another and the fit they give the selector fades (rware-1, 1M steps).
-            prior = jnp.zeros(fit.shape) if logits is None else logits
+            prior = jnp.zeros(mean_ll.shape) if logits is None else logits
             evidence = ll.sum(0) * cvae_net.response_dim
             responsibilities = response_posterior(prior, evidence, centred=False)
-            response_info = {"response_spread": fit.std(axis=-1).mean(),
+            response_info = {"response_spread": mean_ll.std(axis=-1).mean(),
                              "response_confidence": responsibilities.max(-1).mean()}
             responsibilities = jnp.broadcast_to(
                 responsibilities, resp_valid.shape + (n_sets,)).reshape(-1, n_sets)
@@ -557,9 +557,8 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             # centred over agents (`response_posterior`).
             if share.response_selector == "posterior":
                 posterior = share.group_response_coef * response_posterior(prior, evidence)
-                fit = jnp.zeros_like(fit)
             else:
-                fit = share.group_response_coef * (fit - fit.mean(axis=(0, 1)))
+                fit = share.group_response_coef * (mean_ll - mean_ll.mean(axis=(0, 1)))
 
         info = {}
         selector, stats = roles.selector, roles.return_stats
