@@ -4,7 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from dyps_jax.ppo import (
+    accumulated_grad,
     action_distribution,
+    chunk_count,
     gae,
     masked_categorical,
     normalize_per_group,
@@ -82,3 +84,32 @@ def test_gaussian_head_log_prob_and_shapes():
         - 0.5 * jnp.log(2 * jnp.pi)
     np.testing.assert_allclose(dist.log_prob(action), want, rtol=1e-5)
     assert dist.sample(seed=jax.random.key(0)).shape == (2, 1)
+
+
+def test_chunk_count_is_the_fewest_dividing_chunks_within_the_row_cap():
+    assert chunk_count(144, 36, 131_072) == 1
+    assert chunk_count(144, 10_000, 131_072) == 12  # 12 samples x 10k agents = 120k rows
+    assert chunk_count(126, 3130, 131_072) == 6
+    assert chunk_count(7, 1_000_000, 10) == 7  # one sample per chunk even when over the cap
+
+
+class AccumulatedGradTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_chunked_gradient_equals_the_whole_batch_gradient(self):
+        rng = np.random.default_rng(2)
+        params = {"w": jnp.asarray(rng.normal(size=(5, 3)), jnp.float32), "skip": None}
+        batch = {"x": jnp.asarray(rng.normal(size=(12, 4, 5)), jnp.float32),
+                 "y": jnp.asarray(rng.normal(size=(12, 4, 3)), jnp.float32)}
+        count = 12 * 4
+
+        def loss(p, b):
+            err = jnp.square(jnp.tanh(b["x"] @ p["w"]) - b["y"]).sum(-1)
+            return err.sum() / count, {"err": err.sum() / count, "rows": jnp.float32(err.size)}
+
+        whole, whole_aux = jax.grad(loss, has_aux=True)(params, batch)
+        for chunks in (1, 3, 12):
+            grads, aux = self.variant(accumulated_grad, static_argnums=(0, 3))(
+                loss, params, batch, chunks)
+            np.testing.assert_allclose(grads["w"], whole["w"], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(aux["err"], whole_aux["err"], rtol=1e-5)
+            assert float(aux["rows"]) == 48.0

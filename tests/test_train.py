@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import dyps_jax
+from dyps_jax.ppo import chunk_count
 
 
 def _config(path, method, iterations=2, **kw):
@@ -106,3 +107,19 @@ def test_vlstm_gradient_subset_in_training_keeps_the_embeddings(tiny_lbf):
     assert np.isfinite(sub_metrics["vlstm_loss"]).all()
     full_w, sub_w = (jax.flatten_util.ravel_pytree(s.roles.vlstm.params)[0] for s in (full, sub))
     assert not np.allclose(full_w, sub_w)
+
+
+@pytest.mark.parametrize("method", ["dyps", "mappo-ps"])
+def test_chunked_minibatches_give_the_same_update(tiny_ridehailing, method):
+    """chunk_rows below one minibatch's rows splits its gradient into chunks: same training."""
+    method, algo = ("ps", "mappo") if method == "mappo-ps" else (method, "ippo")
+    config = _config(tiny_ridehailing, method, iterations=1, num_groups=2, algo=algo)
+    rows = config.ppo.batch_size * config.num_agents
+    chunked = _config(tiny_ridehailing, method, iterations=1, num_groups=2, algo=algo,
+                      chunk_rows=rows // 4)
+    whole, m_whole = jax.jit(dyps_jax.make_train(config))(jax.random.key(5))
+    part, m_part = jax.jit(dyps_jax.make_train(chunked))(jax.random.key(5))
+    flat = lambda s: jax.flatten_util.ravel_pytree(s.policy.params)[0]  # noqa: E731
+    assert chunk_count(config.ppo.batch_size, config.num_agents, rows // 4) == 4
+    assert float(np.abs(flat(whole) - flat(part)).max()) < 1e-5
+    np.testing.assert_allclose(m_whole["value_loss"], m_part["value_loss"], rtol=1e-4)

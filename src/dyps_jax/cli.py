@@ -63,6 +63,8 @@ _HELP = {
                "all of them; num_envs must be a multiple (docs/architecture.md)",
     "batch_size": "PPO minibatch size in (env, step) transitions (Table 6); at most num_envs x "
                   "episode length",
+    "chunk_rows": "most agent rows (transitions x agents) one PPO gradient computation holds; "
+                  "larger minibatches are summed over chunks (same update, less memory)",
     "lr": "allocation actor/critic learning rate (Table 6)",
     "selector_lr": "group-selector learning rate (Table 6's 1e-5 is for --selector-signal "
                    "team-return)",

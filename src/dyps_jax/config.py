@@ -61,6 +61,9 @@ class PPOConfig:
     max_grad_norm: float = 0.5
     update_epochs: int = 4
     batch_size: int = 256  # (env, step) transitions per minibatch, each holding all N agents
+    # Most agent rows (transitions x N) whose activations one gradient computation holds; a larger
+    # minibatch is split into chunks whose gradients are summed (the same update, ppo.py).
+    chunk_rows: int = 131_072
     hidden_size: int = 64
     algo: str = "ippo"  # the base algorithm: ippo, mappo or copo (algos.py)
     lcf_lr: float = 1e-4  # CoPO: learning rate of the coordination factor's distribution
@@ -339,6 +342,7 @@ def validate(config: TrainConfig) -> None:
         max_grad_norm=ppo.max_grad_norm,
         update_epochs=ppo.update_epochs,
         batch_size=ppo.batch_size,
+        chunk_rows=ppo.chunk_rows,
         hidden_size=ppo.hidden_size,
     )
     envs.core.check_positive(

@@ -6,7 +6,8 @@ IPPO/MAPPO details (value clipping, per-group advantage normalisation) Yu et al.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import chex
 import distrax
@@ -273,3 +274,41 @@ def clipped_value_loss(values: jax.Array, old_values: jax.Array, returns: jax.Ar
     """0.5 max((V - R)^2, (V_clipped - R)^2), V_clipped within clip_eps of the rollout's value."""
     values_clipped = old_values + jnp.clip(values - old_values, -clip_eps, clip_eps)
     return 0.5 * jnp.maximum(jnp.square(values - returns), jnp.square(values_clipped - returns))
+
+
+def chunk_count(size: int, row_width: int, max_rows: int) -> int:
+    """The fewest chunks c that divide `size` samples with (size / c) x row_width <= max_rows.
+
+    A PPO sample holds all N agents (row_width = N), so a minibatch is size x N network rows;
+    returns `size` (one sample per chunk) when even one sample is wider than max_rows.
+    """
+    for chunks in range(1, size + 1):
+        if size % chunks == 0 and (size // chunks) * row_width <= max_rows:
+            return chunks
+    return size
+
+
+def accumulated_grad(
+    loss_fn: Callable[[Any, Any], tuple[jax.Array, Any]], params: Any, batch: Any, num_chunks: int
+) -> tuple[Any, Any]:
+    """`jax.grad(loss_fn, has_aux=True)(params, batch)` as a sum over equal slices of the batch.
+
+    For a loss (and aux) that is a sum over the batch's leading axis, with any normalising
+    denominators fixed outside it, the gradient of the whole is the sum of the slices' gradients:
+    the same update with 1 / num_chunks of the activations held at once (gradient accumulation,
+    computed in a `lax.scan`). It keeps a 10,000-cell city's minibatch within a machine's memory.
+
+    Args:
+      batch: pytree of arrays whose leading axis is divisible by num_chunks.
+    """
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+    if num_chunks == 1:
+        return grad_fn(params, batch)
+    chunks = jax.tree.map(lambda x: x.reshape((num_chunks, -1) + x.shape[1:]), batch)
+
+    def add(total, chunk):
+        return jax.tree.map(jnp.add, total, grad_fn(params, chunk)), None
+
+    shapes = jax.eval_shape(grad_fn, params, jax.tree.map(lambda x: x[0], chunks))
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    return jax.lax.scan(add, zeros, chunks)[0]

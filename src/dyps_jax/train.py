@@ -50,11 +50,12 @@ from dyps_jax.nets import (
     apply_all_groups,
     grouped_apply,
     init_stacked,
-    segment_mean,
     select_group,
 )
 from dyps_jax.ppo import (
+    accumulated_grad,
     action_distribution,
+    chunk_count,
     clipped_value_loss,
     gae,
     head_size,
@@ -405,17 +406,21 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         size = horizon * n_envs
         mb_size = min(ppo.batch_size, size)
         n_mb = size // mb_size
+        n_chunks = chunk_count(mb_size, n_agents, ppo.chunk_rows)
 
-        def loss_fn(params, mb):
+        def loss_fn(params, mb, count, total):
+            """A sum over the samples of mb: count f32[G] (each group's weight) and total (all
+            weight) are the minibatch's, so `accumulated_grad` may split it into chunks."""
             policy_params, critic_params = params
             dist, value, x = policy_head(policy_params, mb)
             terms = ppo_terms(dist, value, mb["action"], mb["old_logp"], mb["old_value"],
                               mb["adv"], mb["ret"], ppo.clip_eps)
             weight, grp = mb["weight"], mb["group"]
-            per_group = jax.tree.map(lambda t: segment_mean(t, grp, weight, n_sets), terms)
+            per_group = jax.tree.map(
+                lambda t: jax.ops.segment_sum((t * weight).ravel(), grp.ravel(), n_sets) / count,
+                terms)
             loss = (per_group.policy_loss + ppo.vf_coef * per_group.value_loss
                     - ppo.ent_coef * per_group.entropy).sum()
-            total = jnp.maximum(weight.sum(), 1.0)
             mean = jax.tree.map(lambda t: (t * weight).sum() / total, terms)._asdict()
             if n_shared:
                 shared = clipped_value_loss(shared_values(critic_params, x), mb["old_shared"],
@@ -426,8 +431,12 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             return loss, mean
 
         def minibatch_step(learners, mb):
-            grads, info = jax.grad(loss_fn, has_aux=True)(
-                tuple(None if lr is None else lr.params for lr in learners), mb)
+            weight = mb["weight"]
+            count = jnp.maximum(jax.ops.segment_sum(weight.ravel(), mb["group"].ravel(), n_sets),
+                                1.0)
+            grads, info = accumulated_grad(
+                lambda p, chunk: loss_fn(p, chunk, count, jnp.maximum(weight.sum(), 1.0)),
+                tuple(None if lr is None else lr.params for lr in learners), mb, n_chunks)
             return tuple(None if lr is None else _apply(policy_tx, lr, g, per_set=True)
                          for lr, g in zip(learners, grads)), info
 
