@@ -45,6 +45,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "nops": ("nops", {}),
 }
 GROUPING = ("selector_entropy", "group_changes", "type_ari", "type_purity", "role_separation")
+RESPONSE = ("response_type_ari", "response_confidence", "response_spread")
+CURVE_POINTS = 50
 
 
 def run_variant(env: str, method: str, overrides: dict, args: argparse.Namespace) -> dict:
@@ -59,7 +61,7 @@ def run_variant(env: str, method: str, overrides: dict, args: argparse.Namespace
     metrics = jax.block_until_ready(metrics)
     seconds = time.perf_counter() - t0
     row: dict = {"method": method, "overrides": overrides | extra, "train_seconds": round(seconds, 1)}
-    for name in ("episode_return",) + GROUPING:
+    for name in ("episode_return",) + GROUPING + RESPONSE:
         if name not in metrics:
             continue
         values = np.asarray(metrics[name])  # [seeds, iterations]
@@ -68,6 +70,15 @@ def run_variant(env: str, method: str, overrides: dict, args: argparse.Namespace
                      "final": float(values[:, -tail:].mean()),
                      "final_std": float(values[:, -tail:].mean(axis=1).std()),
                      "final_per_seed": values[:, -tail:].mean(axis=1).round(4).tolist()}
+    # Per-seed curves, at most CURVE_POINTS points each (means over consecutive iterations).
+    curves = {}
+    for name in ("episode_return",) + GROUPING + RESPONSE:
+        if name in metrics:
+            values = np.asarray(metrics[name])
+            width = -(-values.shape[1] // CURVE_POINTS)
+            usable = values[:, : values.shape[1] // width * width]
+            curves[name] = usable.reshape(len(values), -1, width).mean(-1).round(4).tolist()
+    row["curves"] = curves
     return row
 
 

@@ -120,6 +120,7 @@ def test_grouping_diagnostics_are_logged(tiny_lbf):
     # EM's responsibilities are distributions over the 3 groups
     assert np.all((metrics["response_confidence"] >= 1 / 3 - 1e-5)
                   & (metrics["response_confidence"] <= 1 + 1e-5))
+    assert np.all((metrics["response_type_ari"] >= -1) & (metrics["response_type_ari"] <= 1))
 
 
 def test_no_type_metrics_without_types(tiny_ridehailing):

@@ -560,6 +560,12 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             responsibilities = response_posterior(prior, evidence, centred=False)
             response_info = {"response_spread": mean_ll.std(axis=-1).mean(),
                              "response_confidence": responsibilities.max(-1).mean()}
+            if agent_types is not None:
+                # Whether the response models alone tell the types apart (each agent to the group
+                # whose model explains it best relative to the other agents), whatever a_g does.
+                best = jnp.argmax(mean_ll - mean_ll.mean(axis=(0, 1)), axis=-1)
+                response_info["response_type_ari"] = group_metrics.adjusted_rand_index(
+                    best, jnp.asarray(agent_types), n_sets, int(agent_types.max()) + 1).mean()
             responsibilities = jnp.broadcast_to(
                 responsibilities, resp_valid.shape + (n_sets,)).reshape(-1, n_sets)
             # The selector sees only how much better a group explains this agent than the others:
