@@ -75,6 +75,8 @@ _HELP = {
     "group_response_coef": "weight of the group-response fit in the selector's objective; 0 "
                            "drops the group response models (the paper)",
     "response_steps": "time steps per episode sampled for the group-response model",
+    "response_temperature": "divides the group response's evidence in its E-step (1: the exact "
+                            "posterior; larger: softer responsibilities)",
     "response_selector": "how the group response trains the selector: fit (its centred "
                          "log-likelihood as a gain) or posterior (cross-entropy to each agent's "
                          "EM posterior)",

@@ -102,6 +102,10 @@ class SharingConfig:
     # gains) or "posterior" (cross-entropy to the EM posterior of each agent's group, the gate's
     # M-step; it froze arbitrary groupings on rware-1, docs/grouping.md).
     response_selector: str = "fit"
+    # Divides the response's evidence (log-likelihood of an agent's sampled transitions) in the
+    # E-step: 1 is the exact posterior; larger values give softer responsibilities (deterministic
+    # annealing's temperature, Ueda & Nakano 1998), docs/grouping.md.
+    response_temperature: float = 1.0
     # SePS: share of total_steps spent pre-training the shared network, transitions recorded then.
     seps_pretrain_fraction: float = 0.1
     seps_samples: int = 8192
@@ -355,6 +359,7 @@ def validate(config: TrainConfig) -> None:
         cvae_beta=sharing.cvae_beta,
         aux_samples=sharing.aux_samples,
         response_steps=sharing.response_steps,
+        response_temperature=sharing.response_temperature,
         seps_samples=sharing.seps_samples,
         lcf_lr=ppo.lcf_lr,
     )

@@ -556,7 +556,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             # near uniform every group's model sees the same mix of agents, the models converge
             # to one another and the fit they give the selector fades (rware-1, 1M steps).
             prior = jnp.zeros(mean_ll.shape) if logits is None else logits
-            evidence = ll.sum(0) * cvae_net.response_dim
+            evidence = ll.sum(0) * cvae_net.response_dim / share.response_temperature
             responsibilities = response_posterior(prior, evidence, centred=False)
             response_info = {"response_spread": mean_ll.std(axis=-1).mean(),
                              "response_confidence": responsibilities.max(-1).mean()}
