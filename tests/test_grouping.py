@@ -123,6 +123,18 @@ def test_grouping_diagnostics_are_logged(tiny_lbf):
     assert np.all((metrics["response_type_ari"] >= -1) & (metrics["response_type_ari"] <= 1))
 
 
+def test_state_only_response_predicts_the_next_observation(tiny_lbf):
+    config = _short_config(tiny_lbf, num_groups=2, group_response_coef=1.0,
+                           response_target="state")
+    state, metrics = jax.jit(dyps_jax.make_train(config))(jax.random.key(0))
+    assert np.all(np.isfinite(metrics["response_loss"]))
+    obs_dim = config.env.build().obs_dim
+    kernels = [leaf.shape for path, leaf in
+               jax.tree_util.tree_leaves_with_path(state.roles.cvae.params)
+               if "responder" in jax.tree_util.keystr(path) and leaf.ndim == 3]
+    assert kernels[-1][-1] == 2 * obs_dim  # a mean and a log-scale per observation feature
+
+
 def test_no_type_metrics_without_types(tiny_ridehailing):
     config = _short_config(tiny_ridehailing, num_groups=2, iterations=1)
     _, metrics = jax.jit(dyps_jax.make_train(config))(jax.random.key(0))
@@ -159,7 +171,7 @@ def test_paper_literal_selector_still_trains(tiny_lbf):
 @pytest.mark.parametrize("bad", [{"selector_signal": "reinforce"}, {"group_embedding": "norm"},
                                  {"group_balance_coef": -1.0}, {"group_response_coef": -1.0},
                                  {"response_steps": 0}, {"response_selector": "gain"},
-                                 {"response_temperature": 0.0}])
+                                 {"response_temperature": 0.0}, {"response_target": "reward"}])
 def test_bad_selector_settings(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         dyps_jax.make_config(env="lbf-1", **bad)

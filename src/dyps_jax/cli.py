@@ -77,6 +77,8 @@ _HELP = {
     "response_steps": "time steps per episode sampled for the group-response model",
     "response_temperature": "divides the group response's evidence in its E-step (1: the exact "
                             "posterior; larger: softer responsibilities)",
+    "response_target": "what the group response models predict: state-reward (s_t+1, r_t+1) or "
+                       "state (s_t+1 alone)",
     "response_selector": "how the group response trains the selector: fit (its centred "
                          "log-likelihood as a gain) or posterior (cross-entropy to each agent's "
                          "EM posterior)",

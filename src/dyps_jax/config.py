@@ -28,6 +28,7 @@ GROUP_EMBEDDINGS = ("unit", "mean")
 AGENT_EMBEDDINGS = ("final", "mean")
 VLSTM_DECODERS = ("paper", "action")
 RESPONSE_SELECTORS = ("fit", "posterior")
+RESPONSE_TARGETS = ("state-reward", "state")
 MAX_SEED = 2**63 - 1  # jax.random.key takes a 64-bit signed seed
 MAX_STEPS = 2**31 - 1  # step counters and transition indices are int32 in the compiled program
 
@@ -106,6 +107,10 @@ class SharingConfig:
     # E-step: 1 is the exact posterior; larger values give softer responsibilities (deterministic
     # annealing's temperature, Ueda & Nakano 1998), docs/grouping.md.
     response_temperature: float = 1.0
+    # What the response models predict from (s_t, a_t): "state-reward", e_{t+1} = (s_{t+1}, r_{t+1})
+    # like the VLSTM's decoder, or "state", s_{t+1} alone (roles that show only in rewards are the
+    # group advantage's to find; docs/grouping.md).
+    response_target: str = "state-reward"
     # SePS: share of total_steps spent pre-training the shared network, transitions recorded then.
     seps_pretrain_fraction: float = 0.1
     seps_samples: int = 8192
@@ -369,6 +374,7 @@ def validate(config: TrainConfig) -> None:
         ("agent_embedding", sharing.agent_embedding, AGENT_EMBEDDINGS),
         ("vlstm_decoder", sharing.vlstm_decoder, VLSTM_DECODERS),
         ("response_selector", sharing.response_selector, RESPONSE_SELECTORS),
+        ("response_target", sharing.response_target, RESPONSE_TARGETS),
         ("algo", ppo.algo, ALGOS),
     ):
         if choice not in allowed:

@@ -151,7 +151,8 @@ def role_models(config: TrainConfig, env) -> RoleModels:
     share = config.sharing
     cvae_net = CVAE(config.num_param_sets, env.num_actions, latent=share.cvae_latent,
                     action_kind=env.action_kind,
-                    response_dim=env.obs_dim + 1 if share.group_response_coef > 0 else 0)
+                    response_dim=(env.obs_dim + (share.response_target == "state-reward")
+                                  if share.group_response_coef > 0 else 0))
 
     def embed(cvae_params) -> jax.Array:
         z = group_embeddings(cvae_net, cvae_params)
@@ -546,7 +547,8 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             # (before this iteration's update) and train that model.
             steps = jax.random.randint(k_resp, (share.response_steps,), 0, horizon)
             flat_k = lambda x: x[steps].reshape((-1,) + x.shape[3:])  # noqa: E731
-            resp_data = (flat_k(traj.obs), flat_k(action), flat_k(target))
+            resp_target = target if share.response_target == "state-reward" else next_obs
+            resp_data = (flat_k(traj.obs), flat_k(action), flat_k(resp_target))
             resp_valid = traj.valid[steps]
             ll = response_log_likelihood(cvae_net, roles.cvae.params, *resp_data)
             ll = ll.reshape(resp_valid.shape + (n_sets,)) * resp_valid[..., None]
