@@ -171,7 +171,8 @@ def test_paper_literal_selector_still_trains(tiny_lbf):
 @pytest.mark.parametrize("bad", [{"selector_signal": "reinforce"}, {"group_embedding": "norm"},
                                  {"group_balance_coef": -1.0}, {"group_response_coef": -1.0},
                                  {"response_steps": 0}, {"response_selector": "gain"},
-                                 {"response_temperature": 0.0}, {"response_target": "reward"}])
+                                 {"response_temperature": 0.0}, {"response_target": "reward"},
+                                 {"response_smoothing": 1.5}])
 def test_bad_selector_settings(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         dyps_jax.make_config(env="lbf-1", **bad)

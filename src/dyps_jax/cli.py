@@ -79,6 +79,8 @@ _HELP = {
                             "posterior; larger: softer responsibilities)",
     "response_target": "what the group response models predict: state-reward (s_t+1, r_t+1) or "
                        "state (s_t+1 alone)",
+    "response_smoothing": "share of each group-response model's fit spread evenly over all "
+                          "agents (keeps a model EM leaves empty from collapsing)",
     "response_selector": "how the group response trains the selector: fit (its centred "
                          "log-likelihood as a gain) or posterior (cross-entropy to each agent's "
                          "EM posterior)",

@@ -111,6 +111,10 @@ class SharingConfig:
     # like the VLSTM's decoder, or "state", s_{t+1} alone (roles that show only in rewards are the
     # group advantage's to find; docs/grouping.md).
     response_target: str = "state-reward"
+    # Share of every response model's M-step spread evenly over all agents: r' = (1 - e) r + e / M.
+    # Without it a model that EM leaves with almost no weight is still moved full steps by Adam,
+    # fits its few samples with a collapsed variance and rejects every agent (docs/grouping.md).
+    response_smoothing: float = 0.1
     # SePS: share of total_steps spent pre-training the shared network, transitions recorded then.
     seps_pretrain_fraction: float = 0.1
     seps_samples: int = 8192
@@ -379,7 +383,8 @@ def validate(config: TrainConfig) -> None:
     ):
         if choice not in allowed:
             raise ValueError(f"{name}: unknown {choice!r}; allowed: {', '.join(allowed)}")
-    for name, value in (("gamma", ppo.gamma), ("gae_lambda", ppo.gae_lambda)):
+    for name, value in (("gamma", ppo.gamma), ("gae_lambda", ppo.gae_lambda),
+                        ("response_smoothing", sharing.response_smoothing)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name}: must be in [0, 1], got {value}")
     for name, value in (

@@ -568,6 +568,8 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
                 best = jnp.argmax(mean_ll - mean_ll.mean(axis=(0, 1)), axis=-1)
                 response_info["response_type_ari"] = group_metrics.adjusted_rand_index(
                     best, jnp.asarray(agent_types), n_sets, int(agent_types.max()) + 1).mean()
+            smoothing = share.response_smoothing
+            responsibilities = (1.0 - smoothing) * responsibilities + smoothing / n_sets
             responsibilities = jnp.broadcast_to(
                 responsibilities, resp_valid.shape + (n_sets,)).reshape(-1, n_sets)
             # The selector sees only how much better a group explains this agent than the others:
