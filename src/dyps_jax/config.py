@@ -112,9 +112,10 @@ class SharingConfig:
     # group advantage's to find; docs/grouping.md).
     response_target: str = "state-reward"
     # Share of every response model's M-step spread evenly over all agents: r' = (1 - e) r + e / M.
-    # Without it a model that EM leaves with almost no weight is still moved full steps by Adam,
-    # fits its few samples with a collapsed variance and rejects every agent (docs/grouping.md).
-    response_smoothing: float = 0.1
+    # Without it a model that EM leaves with almost no weight is still moved full steps by Adam and
+    # fits its few samples with a collapsed variance (the role game); with it the warehouse's
+    # colours were not found (docs/grouping.md), so 0 stays the default.
+    response_smoothing: float = 0.0
     # SePS: share of total_steps spent pre-training the shared network, transitions recorded then.
     seps_pretrain_fraction: float = 0.1
     seps_samples: int = 8192
