@@ -39,6 +39,15 @@ def _side_by_side(env, wrapped, key):
     return (ts, env_ts), steps
 
 
+def _same(actual, desired):
+    """Equal; floats to 1e-6 relative: the two sides are compiled into one program, and XLA may
+    fuse the same arithmetic differently for each (jaxlib 0.10.2 differs in the last bit)."""
+    if np.issubdtype(np.asarray(desired).dtype, np.floating):
+        np.testing.assert_allclose(actual, desired, rtol=1e-6, atol=1e-7)
+    else:
+        np.testing.assert_array_equal(actual, desired)
+
+
 @pytest.mark.parametrize("name", sorted(TINY))
 def test_adapter_replays_the_environment(name):
     """Same keys and actions: the adapter's observations, rewards and metrics are the env's; step
@@ -55,10 +64,10 @@ def test_adapter_replays_the_environment(name):
     wrapped.observation_spec.validate(first.observation)
     for field, env_field in (("agents_view", "obs"), ("action_mask", "action_mask"),
                              ("global_state", "global_state")):
-        np.testing.assert_array_equal(getattr(traj.observation, field), getattr(env_traj, env_field))
-    np.testing.assert_array_equal(traj.reward, env_traj.reward)
+        _same(getattr(traj.observation, field), getattr(env_traj, env_field))
+    _same(traj.reward, env_traj.reward)
     for metric, values in env_traj.metrics.items():
-        np.testing.assert_array_equal(traj.extras["metrics"][metric], values)
+        _same(traj.extras["metrics"][metric], values)
     done = np.asarray(env_traj.done)
     assert done.any(), "the episode ends within max_steps"
     np.testing.assert_array_equal(np.asarray(traj.step_type),
