@@ -224,6 +224,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
     clusters = spec.assignment == "clusters"
     central, copo = config.algo == "mappo", config.algo == "copo"
     agent_types = getattr(env, "agent_types", None)
+    num_types = 0 if agent_types is None else int(agent_types.max()) + 1
     # Shared critics (one parameter set each, stacked [C, ...]) and the reward each one predicts.
     shared_signals = (("individual",) if spec.shared_critic else ()) + (
         ("neighbourhood", "team") if copo else ())
@@ -567,7 +568,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
                 # whose model explains it best relative to the other agents), whatever a_g does.
                 best = jnp.argmax(mean_ll - mean_ll.mean(axis=(0, 1)), axis=-1)
                 response_info["response_type_ari"] = group_metrics.adjusted_rand_index(
-                    best, jnp.asarray(agent_types), n_sets, int(agent_types.max()) + 1).mean()
+                    best, jnp.asarray(agent_types), n_sets, num_types).mean()
             smoothing = share.response_smoothing
             responsibilities = (1.0 - smoothing) * responsibilities + smoothing / n_sets
             responsibilities = jnp.broadcast_to(
@@ -640,7 +641,6 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         sizes = jax.nn.one_hot(choice, n_sets).sum(axis=1).mean(axis=0)  # [M]
         out = {f"group_size_{m}": sizes[m] for m in range(n_sets)}
         if agent_types is not None:
-            num_types = int(agent_types.max()) + 1
             types = jnp.asarray(agent_types)
             out["type_ari"] = group_metrics.adjusted_rand_index(
                 choice, types, n_sets, num_types).mean()
@@ -659,7 +659,6 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             **assignment_metrics(choice),
         }
         if agent_types is not None:
-            num_types = int(agent_types.max()) + 1
             out["role_separation"] = group_metrics.separation(
                 embedding, jnp.asarray(agent_types), num_types).mean()
         return choice, out
