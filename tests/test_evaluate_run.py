@@ -14,9 +14,10 @@ from conftest import TINY_LBF, TINY_RIDEHAILING, _write_preset
 
 import dyps_jax
 from dyps_jax.cli import config_from_args, run
-from dyps_jax.evaluate import evaluate_run, load_run, main
+from dyps_jax.evaluate import evaluate_run, evaluate_states, load_run, main
 from dyps_jax.policy import pointer_mode
 from dyps_jax.ppo import PointerDraws
+from dyps_jax.train import policy_network
 
 TINY_MEDICAL = """
 name = "medical-tiny"
@@ -162,3 +163,29 @@ def test_pointer_mode_is_the_most_likely_sequence():
     for row, mask in zip(mode, np.asarray(slot_mask)):
         orders = row[row > 0]
         assert mask[orders].all() and len(set(orders)) == len(orders)
+
+
+def test_role_as_state_policy_feeds_the_mean_training_embedding(tmp_path):
+    """Role-as-state's input is [o, h_a]; the policy feeds the state's h_a averaged over the
+    training environments, exactly as the network would see it."""
+    config = dyps_jax.make_config(env=_write_preset(tmp_path, TINY_LBF), method="role-as-state",
+                                  num_envs=2, total_steps=10_000)
+    state = dyps_jax.make_train_fns(config).init(jax.random.key(0))
+    shape = state.roles.agent_embedding.shape  # [E, N, H]
+    embedding = jax.random.normal(jax.random.key(1), shape)
+    state = state.replace(roles=state.roles.replace(agent_embedding=embedding))
+    env = config.env.build()
+    _, ts = jax.vmap(env.reset)(jax.random.split(jax.random.key(2), 8))  # obs [8, N, D]
+    policy = dyps_jax.make_policy(config, state, greedy=True)
+    np.testing.assert_allclose(policy.embedding, embedding.mean(axis=0), rtol=1e-6)
+
+    net = policy_network(config, env)
+    x = jnp.concatenate([ts.obs, jnp.broadcast_to(policy.embedding, (8,) + shape[1:])], axis=-1)
+    head, _ = net.apply(jax.tree.map(lambda p: p[0], state.policy.params), x)
+    logits = jnp.where(ts.action_mask, head, -jnp.inf)
+    expected = jnp.argmax(logits, axis=-1)
+    np.testing.assert_array_equal(policy(jax.random.key(3), ts.obs, ts.action_mask), expected)
+
+    # A whole evaluation runs (the stand-alone policy used to refuse this method).
+    result = evaluate_states(config, jax.tree.map(lambda a: a[None], state), episodes=2)[0]
+    assert result["method"] == "role-as-state" and np.isfinite(result["return"])

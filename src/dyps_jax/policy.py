@@ -14,6 +14,11 @@ row per training environment (each computed from that environment's last episode
 uses their mean over environments, f32[N, M]. `assign` samples from it, or takes its most likely
 group when `greedy` is set.
 
+Role-as-state. Its input carries h_a, the agent's VLSTM embedding. Training feeds each episode the
+embedding of the same environment's previous episode, which stays fixed while the episode runs; the
+state holds one per training environment, f32[E, N, H]. The policy feeds every episode their mean
+over environments, f32[N, H] (`embedding`), as it does with DyPS's probabilities.
+
 Actions. Sampled: a draw from the policy distribution (as in training). Greedy: its mode, i.e. the
 most likely action (categorical), the mean (Gaussian), or for the ride-hailing pointer head the most
 likely draw sequence (`pointer_mode`).
@@ -89,12 +94,14 @@ class Policy:
         one-dimensional Gaussian).
       probabilities: f32[N, M], the assignment probabilities `assign` draws from.
       greedy: whether `act` and `assign` take modes instead of sampling.
+      embedding: f32[N, H], the h_a that role-as-state's input carries; None for other methods.
     """
 
     assign: Callable[[jax.Array], jax.Array]
     act: Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
     probabilities: jax.Array
     greedy: bool
+    embedding: jax.Array | None = None
 
     def __call__(self, key: jax.Array, obs: jax.Array, action_mask: jax.Array,
                  groups: jax.Array | None = None) -> jax.Array:
@@ -111,10 +118,6 @@ def make_policy(config: TrainConfig, state: Any, greedy: bool = False) -> Policy
     """
     env = config.env.build()
     kind, method, spec = env.action_kind, config.method, config.method_spec
-    if spec.role_embedding:
-        raise ValueError(f"make_policy: {method}'s input carries the VLSTM embedding of the agent's "
-                         "current episode, which a stand-alone policy does not track; evaluate it "
-                         "inside training instead")
     net = policy_network(config, env)
     # Under MAPPO the network's input ends with the global state, which only its critic reads.
     critic_pad = env.global_state_dim if config.algo == "mappo" else 0
@@ -126,6 +129,7 @@ def make_policy(config: TrainConfig, state: Any, greedy: bool = False) -> Policy
     probabilities = group_probabilities(config, state).mean(axis=0)  # [N, M]
     per_agent = spec.assignment == "identity"
     n = env.num_agents
+    embedding = state.roles.agent_embedding.mean(axis=0) if spec.role_embedding else None
 
     def assign(key: jax.Array) -> jax.Array:
         if greedy:
@@ -134,7 +138,10 @@ def make_policy(config: TrainConfig, state: Any, greedy: bool = False) -> Policy
 
     def act(key, obs, action_mask, groups):
         batch = obs.shape[:-2]
-        x = sharing.policy_features(spec, obs.reshape((-1,) + obs.shape[-2:]), None)
+        flat_obs = obs.reshape((-1,) + obs.shape[-2:])
+        h = None if embedding is None else jnp.broadcast_to(
+            embedding, flat_obs.shape[:1] + embedding.shape)
+        x = sharing.policy_features(spec, flat_obs, h)
         if critic_pad:
             x = jnp.concatenate([x, jnp.zeros(x.shape[:-1] + (critic_pad,), x.dtype)], axis=-1)
         g = jnp.broadcast_to(groups, (x.shape[0], n))
@@ -148,4 +155,5 @@ def make_policy(config: TrainConfig, state: Any, greedy: bool = False) -> Policy
         # Environments with one real number per agent (medical) take f32[N], not f32[N, 1].
         return actions[..., 0] if kind == "gaussian" and env.num_actions == 1 else actions
 
-    return Policy(assign=assign, act=act, probabilities=probabilities, greedy=greedy)
+    return Policy(assign=assign, act=act, probabilities=probabilities, greedy=greedy,
+                  embedding=embedding)
