@@ -15,7 +15,8 @@ reason, and is trained as soon as the config accepts it.
 
 Outputs in `experiments/results/` (`--out`):
 
-* `table<k>.md` and `table<k>.csv`: ours (mean ± std over seeds of the per-seed evaluation means)
+* `table<k>.md` and `table<k>.csv` (`table<k>_<scenario>_....` when `--scenarios` picks some of the
+  table's scenarios, so a partial run never replaces the whole table's files): ours (mean ± std over seeds of the per-seed evaluation means)
   beside the paper's, plus the budget, seeds, wall time and the command;
 * `table<k>.json`: per-seed evaluation episodes in the marl-eval layout
   (environment -> task -> algorithm -> run_<seed> -> step_0 / absolute_metrics -> metric -> list
@@ -274,9 +275,15 @@ def marl_eval_json(table: Table, outcomes: dict) -> dict:
     return data
 
 
-def write_table(table: Table, outcomes: dict, args: argparse.Namespace, seconds: float) -> str:
-    """Writes table<k>.{md,csv,json}; returns the markdown."""
-    stem = args.out / f"table{table.number}"
+def table_stem(number: str, scenarios: list[str], subset: bool) -> str:
+    """`table<k>`, or `table<k>_<scenario>_...` for a run of some of the table's scenarios."""
+    return f"table{number}" + "".join(f"_{Path(s).stem}" for s in scenarios if subset)
+
+
+def write_table(table: Table, outcomes: dict, args: argparse.Namespace, seconds: float,
+                stem_name: str) -> str:
+    """Writes <out>/<stem_name>.{md,csv,json}; returns the markdown."""
+    stem = args.out / stem_name
     header = ["method"] + [f"{s} {METRIC_LABEL[m]}" for s, m in table.columns]
     rows, csv_rows, missing = [], [], {}
     for row in table.rows:
@@ -344,6 +351,7 @@ def write_table(table: Table, outcomes: dict, args: argparse.Namespace, seconds:
 def run_table(args: argparse.Namespace) -> str:
     table = TABLES[args.table]
     scenarios = list(dict.fromkeys(s for s, _ in table.columns))
+    all_scenarios = list(scenarios)
     if args.scenarios:
         unknown = sorted(set(args.scenarios) - set(scenarios))
         if unknown:
@@ -355,6 +363,7 @@ def run_table(args: argparse.Namespace) -> str:
             table, columns=tuple(table.columns[i] for i in keep),
             rows=tuple(dataclasses.replace(r, paper=tuple(r.paper[i] for i in keep))
                        for r in table.rows))
+    stem = table_stem(table.number, scenarios, scenarios != all_scenarios)
     t0 = time.perf_counter()
     outcomes = {}
     if table.number == "7":
@@ -365,12 +374,12 @@ def run_table(args: argparse.Namespace) -> str:
                                        demand="replay")
                 outcomes[(scenario, row.label)] = {"evals": [result]}
                 print(json.dumps(result), flush=True)
-        return write_table(table, outcomes, args, time.perf_counter() - t0)
+        return write_table(table, outcomes, args, time.perf_counter() - t0, stem)
     with Runner(args, len(scenarios) * len(table.rows)) as runner:
         for scenario in scenarios:
             for row in table.rows:
                 outcomes[(scenario, row.label)] = runner.job(scenario, row)
-    return write_table(table, outcomes, args, time.perf_counter() - t0)
+    return write_table(table, outcomes, args, time.perf_counter() - t0, stem)
 
 
 # ------------------------------------------------------------------------------------- figures

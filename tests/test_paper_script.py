@@ -55,6 +55,10 @@ def test_table_on_a_tiny_budget(tmp_path, monkeypatch):
         assert sum(run["step_0"]["return"]) / 3 == pytest.approx(per_seed[seed], rel=1e-5)
 
     # A second call reuses the cached job instead of training again.
+    # Some of a table's scenarios: their own files, the whole table's are left as they are.
+    assert paper.table_stem("3", ["ridehailing-2"], subset=True) == "table3_ridehailing-2"
+    assert paper.table_stem("3", ["ridehailing-1", "ridehailing-2"], subset=False) == "table3"
+
     cached = list((out / "paper_runs").rglob("*.json"))
     assert len(cached) == 1
     stamp = cached[0].stat().st_mtime_ns
