@@ -174,17 +174,18 @@ def child_part(part: str, num_cbgs: int) -> dict:
         in_dim = env.obs_dim + env.num_actions + 1
         params = init_vlstm(net, jax.random.key(0), env.obs_dim, in_dim)
         b = n_envs * n
-        k1, k2, k3 = jax.random.split(jax.random.key(1), 3)
+        k1, k2, k3, k4 = jax.random.split(jax.random.key(1), 4)
         states = jax.random.normal(k1, (horizon, b, env.obs_dim))
-        inputs = jax.random.normal(k2, (horizon, b, in_dim))
-        targets = jax.random.normal(k3, (horizon, b, env.obs_dim + 1))
+        actions = jax.random.normal(k2, (horizon, b, env.num_actions))
+        rewards = jax.random.normal(k3, (horizon, b))
+        final = jax.random.normal(k4, (b, env.obs_dim))
         valid = jnp.ones((horizon, b))
         fn = jax.jit(
             jax.value_and_grad(
                 lambda p, *xs: vlstm_elbo(net, p, jax.random.key(2), *xs), has_aux=True
             )
         )
-        args = (params, states, inputs, targets, valid)
+        args = (params, states, actions, rewards, final, valid)
     else:
         raise ValueError(f"part: unknown {part!r}")
     t0 = time.perf_counter()

@@ -55,12 +55,12 @@ def probe(env, data, decoder: str, updates: int, lr: float, seed: int) -> list[t
     obs, action, reward, next_obs = data
     T, E, N = reward.shape
     flat = lambda x: x.reshape((T, E * N) + x.shape[3:])  # noqa: E731
-    lstm_in = flat(jnp.concatenate([obs, action, reward[..., None]], -1))
-    target = flat(jnp.concatenate([next_obs, reward[..., None]], -1))
-    states, valid = flat(obs), jnp.ones((T, E * N))
-    decoder_in = flat(action) if decoder == "action" else None
+    # As in training: step t predicts s_{t+1} = obs[t + 1], the last step the state after it.
+    trajectory = (flat(obs), flat(action), flat(reward), next_obs[-1].reshape(E * N, -1))
+    valid = jnp.ones((T, E * N))
     net = VLSTM(target_dim=env.obs_dim + 1)
-    params = init_vlstm(net, jax.random.key(seed), env.obs_dim, lstm_in.shape[-1],
+    params = init_vlstm(net, jax.random.key(seed), env.obs_dim,
+                        env.obs_dim + env.num_actions + 1,
                         env.num_actions if decoder == "action" else 0)
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(lr))
     opt = tx.init(params)
@@ -70,7 +70,7 @@ def probe(env, data, decoder: str, updates: int, lr: float, seed: int) -> list[t
     @jax.jit
     def update(params, opt, key):
         def loss(p, embedding):
-            return vlstm_elbo(net, p, key, states, lstm_in, target, valid, embedding, decoder_in)
+            return vlstm_elbo(net, p, key, *trajectory, valid, embedding, decoder == "action")
 
         (value, h_final), grads = jax.value_and_grad(loss, has_aux=True)(params, "final")
         _, h_mean = loss(params, "mean")

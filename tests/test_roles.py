@@ -44,23 +44,59 @@ def _fit(loss_fn, params, steps, lr=3e-3):
     return params, losses
 
 
+def _trajectory(T, B, D=3, A=1, seed=1):
+    """states f32[T, B, D], actions f32[T, B, A], rewards f32[T, B], final states f32[B, D]."""
+    k = jax.random.split(jax.random.key(seed), 4)
+    return (jax.random.normal(k[0], (T, B, D)), jax.random.normal(k[1], (T, B, A)),
+            jax.random.normal(k[2], (T, B)), jax.random.normal(k[3], (B, D)))
+
+
 def test_vlstm_shapes_and_frozen_hidden_after_episode_end():
     model = VLSTM(target_dim=4, hidden=8, latent=3)
     params = init_vlstm(model, jax.random.key(0), 3, 5)
     T, B = 6, 4
-    states = jax.random.normal(jax.random.key(1), (T, B, 3))
-    inputs = jax.random.normal(jax.random.key(2), (T, B, 5))
-    targets = jax.random.normal(jax.random.key(3), (T, B, 4))
+    states, actions, rewards, final = _trajectory(T, B)
     valid = jnp.ones((T, B)).at[3:, 0].set(0.0)
-    loss, h = vlstm_elbo(model, params, jax.random.key(4), states, inputs, targets, valid)
+    loss, h = vlstm_elbo(model, params, jax.random.key(4), states, actions, rewards, final, valid)
     chex.assert_shape(h, (B, 8))
     assert np.isfinite(loss)
     # Changing inputs after agent 0's episode ended must not change its embedding.
-    inputs2 = inputs.at[4:, 0].set(100.0)
-    _, h2 = vlstm_elbo(model, params, jax.random.key(4), states, inputs2, targets, valid)
+    actions2 = actions.at[4:, 0].set(100.0)
+    _, h2 = vlstm_elbo(model, params, jax.random.key(4), states, actions2, rewards, final, valid)
     np.testing.assert_allclose(h[0], h2[0], rtol=1e-6)
     assert not np.allclose(h[1], vlstm_elbo(model, params, jax.random.key(4), states,
-                                            inputs.at[4:, 1].set(100.0), targets, valid)[1][1])
+                                            actions.at[4:, 1].set(100.0), rewards, final,
+                                            valid)[1][1])
+
+
+def test_vlstm_builds_each_steps_input_and_target_from_the_trajectory():
+    """Step t reads (s_t, a_t, r_{t+1}) and predicts (s_{t+1}, r_{t+1}); the last step's s_{t+1}
+    is the state after the rollout: the ELBO equals the one computed from explicit copies."""
+    model = VLSTM(target_dim=4, hidden=8, latent=3)
+    params = init_vlstm(model, jax.random.key(0), 3, 5)
+    T, B = 5, 3
+    states, actions, rewards, final = _trajectory(T, B)
+    valid = jnp.ones((T, B)).at[3:, 2].set(0.0)
+    loss, h = vlstm_elbo(model, params, jax.random.key(4), states, actions, rewards, final, valid,
+                         remat=False)
+    inputs = jnp.concatenate([states, actions, rewards[..., None]], axis=-1)
+    targets = jnp.concatenate([jnp.concatenate([states[1:], final[None]]), rewards[..., None]], -1)
+    noise_key = jax.random.fold_in(jax.random.key(4), 0)
+    carry, total = (jnp.zeros((B, 8)), jnp.zeros((B, 8))), 0.0
+    for t in range(T):
+        noise = jax.random.normal(jax.random.fold_in(noise_key, t), (B, 3))
+        new, kl, nll = model.apply(params, carry, states[t], inputs[t], targets[t], noise,
+                                   jnp.zeros((B, 0)))
+        alive = valid[t][:, None] > 0
+        carry = jax.tree.map(lambda n, o: jnp.where(alive, n, o), new, carry)  # noqa: B023
+        total = total + ((kl + nll) * valid[t]).sum()
+    np.testing.assert_allclose(loss, total / valid.sum(), rtol=1e-5)
+    np.testing.assert_allclose(h, carry[1], rtol=1e-5, atol=1e-6)
+    # The rollout's final state is step T - 1's target, so it moves the loss but not h.
+    moved, h_moved = vlstm_elbo(model, params, jax.random.key(4), states, actions, rewards,
+                                final + 1.0, valid, remat=False)
+    assert float(moved) != float(loss)
+    np.testing.assert_allclose(h_moved, h, rtol=1e-6)
 
 
 def test_vlstm_elbo_learns_a_predictable_sequence():
@@ -68,12 +104,13 @@ def test_vlstm_elbo_learns_a_predictable_sequence():
     T, B = 8, 16
     t = jnp.arange(T, dtype=jnp.float32)[:, None, None]
     states = jnp.broadcast_to(jnp.sin(t), (T, B, 1))
-    inputs = states
-    targets = jnp.concatenate([jnp.sin(t + 1), jnp.cos(t)], -1) * jnp.ones((T, B, 2))
-    params = init_vlstm(model, jax.random.key(0), 1, 1)
+    rewards = jnp.broadcast_to(jnp.cos(t)[..., 0], (T, B))
+    final = jnp.full((B, 1), jnp.sin(float(T)))
+    no_actions = jnp.zeros((T, B, 0))
+    params = init_vlstm(model, jax.random.key(0), 1, 2)
 
     def loss_fn(p, key):
-        return vlstm_elbo(model, p, key, states, inputs, targets, jnp.ones((T, B)))[0]
+        return vlstm_elbo(model, p, key, states, no_actions, rewards, final, jnp.ones((T, B)))[0]
 
     _, losses = _fit(loss_fn, params, 150)
     assert losses[-1] < losses[0] - 2.0
@@ -183,27 +220,25 @@ def test_running_stats_match_numpy():
 
 def test_vlstm_mean_embedding_and_action_conditioned_decoder():
     T, B, A = 5, 3, 2
-    states = jax.random.normal(jax.random.key(1), (T, B, 3))
-    inputs = jax.random.normal(jax.random.key(2), (T, B, 5))
-    targets = jax.random.normal(jax.random.key(3), (T, B, 4))
+    states, actions, rewards, final = _trajectory(T, B, A=A)
     valid = jnp.ones((T, B)).at[2:, 0].set(0.0)
     model = VLSTM(target_dim=4, hidden=8, latent=3)
-    params = init_vlstm(model, jax.random.key(0), 3, 5)
+    params = init_vlstm(model, jax.random.key(0), 3, 3 + A + 1)
+    data = (states, actions, rewards, final)
     # the mean embedding of an agent whose episode lasted one step is its first hidden state
     short = valid.at[1:, 0].set(0.0)
-    _, h_final = vlstm_elbo(model, params, jax.random.key(4), states, inputs, targets, short)
-    _, h_mean = vlstm_elbo(model, params, jax.random.key(4), states, inputs, targets, short, "mean")
+    _, h_final = vlstm_elbo(model, params, jax.random.key(4), *data, short)
+    _, h_mean = vlstm_elbo(model, params, jax.random.key(4), *data, short, "mean")
     np.testing.assert_allclose(h_mean[0], h_final[0], rtol=1e-5)
     assert not np.allclose(h_mean[1], h_final[1])
-    # with u_t = a_t the decoder's likelihood depends on the actions; the recurrence does not
-    params_u = init_vlstm(model, jax.random.key(0), 3, 5, decoder_input_dim=A)
-    actions = jax.random.normal(jax.random.key(5), (T, B, A))
-    loss1, h1 = vlstm_elbo(model, params_u, jax.random.key(4), states, inputs, targets, valid,
-                           decoder_inputs=actions)
-    loss2, h2 = vlstm_elbo(model, params_u, jax.random.key(4), states, inputs, targets, valid,
-                           decoder_inputs=actions + 1.0)
-    assert float(loss1) != float(loss2)
-    np.testing.assert_allclose(h1, h2, rtol=1e-6)
+    # with u_t = a_t the decoder's likelihood depends on the actions; with u_t empty it does not
+    # see them there (they still enter the recurrence)
+    params_u = init_vlstm(model, jax.random.key(0), 3, 3 + A + 1, decoder_input_dim=A)
+    loss_u, h_u = vlstm_elbo(model, params_u, jax.random.key(4), *data, valid, decode_action=True)
+    loss_0, h_0 = vlstm_elbo(model, params, jax.random.key(4), *data, valid)
+    assert float(loss_u) != float(loss_0)
+    # the decoder is not part of the recurrence: h_a does not depend on u_t
+    np.testing.assert_allclose(h_u, h_0, rtol=1e-6)
 
 
 @pytest.mark.parametrize("seed", [0, 10, 20])
@@ -244,16 +279,13 @@ def test_response_em_sorts_kinds_from_near_uniform_responsibilities(seed):
 def _vlstm_batch(T=5, B=6):
     model = VLSTM(target_dim=4, hidden=8, latent=3)
     params = init_vlstm(model, jax.random.key(0), 3, 5)
-    data = (jax.random.normal(jax.random.key(1), (T, B, 3)),
-            jax.random.normal(jax.random.key(2), (T, B, 5)),
-            jax.random.normal(jax.random.key(3), (T, B, 4)),
-            jnp.ones((T, B)).at[2:, 1].set(0.0).at[4:, 3].set(0.0))
+    data = (*_trajectory(T, B), jnp.ones((T, B)).at[2:, 1].set(0.0).at[4:, 3].set(0.0))
     return model, params, data
 
 
 def test_vlstm_gradient_subset_keeps_every_embedding_and_is_unbiased():
     model, params, data = _vlstm_batch()
-    B = data[3].shape[1]
+    B = data[-1].shape[1]
 
     def loss_and_grad(embedding="final", **kw):
         (loss, h), grads = jax.value_and_grad(

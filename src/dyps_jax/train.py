@@ -253,7 +253,12 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         if kind == "categorical":
             return jax.nn.one_hot(action, env.num_actions)
         if kind == "pointer":
-            return jax.nn.one_hot(action, env.num_actions).max(axis=-2)
+            # Which slots the draws took: f32[..., A]. A scatter, not one_hot(...).max(-2), which
+            # XLA materialises as [..., D, A] (14.7 GB for one day of a 10,000-cell city).
+            rows = action.reshape(-1, action.shape[-1])
+            taken = jnp.zeros((rows.shape[0], env.num_actions)).at[
+                jnp.arange(rows.shape[0])[:, None], rows].set(1.0)
+            return taken.reshape(action.shape[:-1] + (env.num_actions,))
         return action
 
     def env_action(action: jax.Array) -> jax.Array:
@@ -536,10 +541,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         logits: f32[E, N, M], the selector's logits the groups were drawn from (None without one).
         """
         k_vlstm, k_cvae, k_idx, k_resp = jax.random.split(key, 4)
-        next_obs = jnp.concatenate([traj.obs[1:], final_obs[None]], axis=0)
-        reward = traj.reward[..., None]
         action = encode_action(traj.action)
-        target = jnp.concatenate([next_obs, reward], axis=-1)
         response = spec.trains_cvae and cvae_net.response_dim > 0
 
         fit, posterior = jnp.zeros((n_envs, n_agents, n_sets)), None
@@ -548,8 +550,15 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             # (before this iteration's update) and train that model.
             steps = jax.random.randint(k_resp, (share.response_steps,), 0, horizon)
             flat_k = lambda x: x[steps].reshape((-1,) + x.shape[3:])  # noqa: E731
-            resp_target = target if share.response_target == "state-reward" else next_obs
-            resp_data = (flat_k(traj.obs), flat_k(action), flat_k(resp_target))
+            # s_{t+1} of the sampled steps only: the last step's is the state after the rollout.
+            following = traj.obs[jnp.minimum(steps + 1, horizon - 1)]
+            next_obs = jnp.where((steps + 1 < horizon)[:, None, None, None], following,
+                                 final_obs[None])
+            resp_target = next_obs
+            if share.response_target == "state-reward":
+                resp_target = jnp.concatenate([next_obs, traj.reward[steps][..., None]], axis=-1)
+            resp_data = (flat_k(traj.obs), flat_k(action),
+                         resp_target.reshape((-1,) + resp_target.shape[3:]))
             resp_valid = traj.valid[steps]
             ll = response_log_likelihood(cvae_net, roles.cvae.params, *resp_data)
             ll = ll.reshape(resp_valid.shape + (n_sets,)) * resp_valid[..., None]
@@ -590,13 +599,11 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         vlstm, embedding = roles.vlstm, roles.agent_embedding
         if spec.trains_vlstm:
             to_batch = lambda x: x.reshape((horizon, n_envs * n_agents) + x.shape[3:])  # noqa: E731
-            lstm_in = jnp.concatenate([traj.obs, action, reward], axis=-1)
-            decoder_in = action if share.vlstm_decoder == "action" else None
             (info["vlstm_loss"], embedding), vlstm_grads = jax.value_and_grad(
-                lambda p: vlstm_elbo(vlstm_net, p, k_vlstm, to_batch(traj.obs), to_batch(lstm_in),
-                                     to_batch(target), to_batch(traj.valid), share.agent_embedding,
-                                     None if decoder_in is None else to_batch(decoder_in),
-                                     share.vlstm_grad_sequences),
+                lambda p: vlstm_elbo(vlstm_net, p, k_vlstm, to_batch(traj.obs), to_batch(action),
+                                     to_batch(traj.reward), final_obs.reshape(-1, env.obs_dim),
+                                     to_batch(traj.valid), share.agent_embedding,
+                                     share.vlstm_decoder == "action", share.vlstm_grad_sequences),
                 has_aux=True,
             )(roles.vlstm.params)
             vlstm = _apply(role_tx, roles.vlstm, vlstm_grads)

@@ -112,24 +112,32 @@ def vlstm_elbo(
     params,
     key: jax.Array,
     states: jax.Array,
-    lstm_inputs: jax.Array,
-    targets: jax.Array,
+    actions: jax.Array,
+    rewards: jax.Array,
+    final_states: jax.Array,
     valid: jax.Array,
     embedding: str = "final",
-    decoder_inputs: jax.Array | None = None,
+    decode_action: bool = False,
     grad_sequences: int = 0,
     subset: jax.Array | None = None,
     remat: bool = True,
 ) -> tuple[jax.Array, jax.Array]:
     """Negative ELBO (eq. 12) averaged over valid steps, and the role embeddings.
 
+    Step t's LSTM input (s_t, a_t, r_{t+1}), target e_{t+1} = (s_{t+1}, r_{t+1}), decoder input
+    u_t and noise are built inside the scan from the trajectory's own arrays, so no T x B copy of
+    any of them is held (at 10,000 agents those copies were several GB).
+
     Args:
-      states: f32[T, B, D]; lstm_inputs: f32[T, B, X]; targets: f32[T, B, target_dim];
+      states: f32[T, B, D], s_t; actions: f32[T, B, A], a_t (encoded: one-hot, a pointer head's
+        counts, or the real action); rewards: f32[T, B], r_{t+1}; final_states: f32[B, D], s_T,
+        the state after the last step (the target of step T - 1).
       valid: f32[T, B], 1 while the episode runs (the hidden state freezes after it ends).
       embedding: `"final"`, h_T after the whole trajectory (the paper); `"mean"`, the mean of h_t
         over the valid steps, where what persists through the episode (the agent's role) adds up
         and what changes from step to step (its position, its load) averages out.
-      decoder_inputs: f32[T, B, U], u_t, or None for none (the paper).
+      decode_action: u_t = a_t (the decoder is then initialised with `decoder_input_dim` = A);
+        False: u_t empty (the paper).
       grad_sequences: S; 0 or S >= B computes the loss on all B sequences. Otherwise the loss is
         (B / S) x the summed loss of S sequences drawn without replacement (with `key`), over the
         valid steps of all B: unbiased for the full loss, and so is its gradient.
@@ -147,11 +155,24 @@ def vlstm_elbo(
     """
     T, B = valid.shape
     chex.assert_shape(states, (T, B, None))
-    chex.assert_shape(targets, (T, B, model.target_dim))
-    noise = jax.random.normal(key, (T, B, model.latent))
-    if decoder_inputs is None:
-        decoder_inputs = jnp.zeros((T, B, 0))
-    xs = (states, lstm_inputs, targets, noise, valid, decoder_inputs)
+    chex.assert_shape(actions, (T, B, None))
+    chex.assert_shape(rewards, (T, B))
+    chex.assert_shape(final_states, (B, states.shape[-1]))
+    chex.assert_equal(model.target_dim, states.shape[-1] + 1)
+    noise_key = jax.random.fold_in(key, 0)
+
+    def step_inputs(xs):
+        """(s_t, lstm input, target, noise, alive, u_t) of step t, each f32[B, ...]."""
+        t, state, action, reward, alive = xs
+        following = jax.lax.dynamic_index_in_dim(states, jnp.minimum(t + 1, T - 1), keepdims=False)
+        next_state = jnp.where(t + 1 < T, following, final_states)
+        reward = reward[:, None]
+        noise = jax.random.normal(jax.random.fold_in(noise_key, t), (B, model.latent))
+        return (state, jnp.concatenate([state, action, reward], axis=-1),
+                jnp.concatenate([next_state, reward], axis=-1), noise, alive,
+                action if decode_action else jnp.zeros((B, 0), action.dtype))
+
+    xs = (jnp.arange(T), states, actions, rewards, valid)
     if subset is None and 0 < grad_sequences < B:
         subset = jax.random.choice(jax.random.fold_in(key, 1), B, (grad_sequences,), replace=False)
     total_valid = jnp.maximum(valid.sum(), 1.0)
@@ -159,23 +180,29 @@ def vlstm_elbo(
     if remat:
         loss_step = jax.checkpoint(loss_step)
     scan = functools.partial(_blocked_scan, remat=remat)
+    zeros = jnp.zeros((B, model.hidden))
     if subset is None:
-        (h_final, h_sum), losses = _elbo_scan(model, params, xs, loss_step, scan)
+        def step(carry, x):
+            lstm_carry, h_sum = carry
+            inputs = step_inputs(x)
+            lstm_carry, loss = loss_step(params, lstm_carry, inputs)
+            return (lstm_carry, h_sum + lstm_carry[1] * inputs[4][:, None]), loss
+
+        ((_, h_final), h_sum), losses = scan(step, ((zeros, zeros), zeros), xs)
         loss = losses.sum() / total_valid
     else:
         # One scan: every sequence's recurrence under stop_gradient(params), so reverse mode keeps
         # nothing of it, and the full step (prior, decoder, loss) on the subset's own carry.
         frozen = jax.lax.stop_gradient(params)
-        zeros = jnp.zeros((B, model.hidden))
 
-        def step(carry, xs_all):
+        def step(carry, x):
             (lstm_carry, h_sum), sub_carry = carry
-            state, lstm_input, _, eps, alive, _ = xs_all
+            inputs = step_inputs(x)
+            state, lstm_input, _, eps, alive, _ = inputs
             new_carry, _, _ = cast(tuple[Any, jax.Array, Any], model.apply(
                 frozen, lstm_carry, state, lstm_input, eps, method=VLSTM.recur))
             lstm_carry = _freeze_ended(alive, new_carry, lstm_carry)
-            sub_carry, sub_loss = loss_step(params, sub_carry,
-                                            tuple(x[subset] for x in xs_all))
+            sub_carry, sub_loss = loss_step(params, sub_carry, tuple(v[subset] for v in inputs))
             return ((lstm_carry, h_sum + lstm_carry[1] * alive[:, None]), sub_carry), sub_loss
 
         sub_zeros = jnp.zeros((subset.shape[0], model.hidden))
@@ -215,20 +242,3 @@ def _blocked_scan(step, init, xs, remat: bool):
     blocked = jax.tree.map(lambda x: x.reshape((T // block, block) + x.shape[1:]), xs)
     carry, ys = jax.lax.scan(jax.checkpoint(lambda c, x: jax.lax.scan(step, c, x)), init, blocked)
     return carry, jax.tree.map(lambda y: y.reshape((T,) + y.shape[2:]), ys)
-
-
-def _elbo_scan(model: VLSTM, params, xs, loss_step, scan):
-    """The ELBO terms of every sequence: ((h_T, sum of h_t over valid steps), losses f32[T, B]).
-
-    `loss_step(params, carry, x)`: `_loss_step` of the model, `jax.checkpoint`ed or not; `scan`:
-    `lax.scan` or `_blocked_scan`."""
-    B = xs[4].shape[1]
-    zeros = jnp.zeros((B, model.hidden))
-
-    def step(carry, x):
-        lstm_carry, h_sum = carry
-        lstm_carry, loss = loss_step(params, lstm_carry, x)
-        return (lstm_carry, h_sum + lstm_carry[1] * x[4][:, None]), loss
-
-    ((_, h_final), h_sum), losses = scan(step, ((zeros, zeros), zeros), xs)
-    return (h_final, h_sum), losses
