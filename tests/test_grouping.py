@@ -129,10 +129,9 @@ def test_state_only_response_predicts_the_next_observation(tiny_lbf):
     state, metrics = jax.jit(dyps_jax.make_train(config))(jax.random.key(0))
     assert np.all(np.isfinite(metrics["response_loss"]))
     obs_dim = config.env.build().obs_dim
-    kernels = [leaf.shape for path, leaf in
-               jax.tree_util.tree_leaves_with_path(state.roles.cvae.params)
-               if "responder" in jax.tree_util.keystr(path) and leaf.ndim == 3]
-    assert kernels[-1][-1] == 2 * obs_dim  # a mean and a log-scale per observation feature
+    kernels = [leaf.shape for leaf in jax.tree_util.tree_leaves(state.roles.response.params)
+               if leaf.ndim == 3]  # [M, inputs, outputs]
+    assert kernels[-1] == (2, 64, 2 * obs_dim)  # a mean and a log-scale per observation feature
 
 
 def test_no_type_metrics_without_types(tiny_ridehailing):
@@ -172,7 +171,8 @@ def test_paper_literal_selector_still_trains(tiny_lbf):
                                  {"group_balance_coef": -1.0}, {"group_response_coef": -1.0},
                                  {"response_steps": 0}, {"response_selector": "gain"},
                                  {"response_temperature": 0.0}, {"response_target": "reward"},
-                                 {"response_smoothing": 1.5}])
+                                 {"response_smoothing": 1.5}, {"response_updates": 0},
+                                 {"response_lr": 0.0}])
 def test_bad_selector_settings(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         dyps_jax.make_config(env="lbf-1", **bad)

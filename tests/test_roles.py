@@ -16,11 +16,11 @@ from dyps_jax.grouping import (
     sample_groups,
     selector_loss,
 )
-from dyps_jax.roles.cvae import (
-    CVAE,
-    cvae_elbo,
-    group_embeddings,
-    init_cvae,
+from dyps_jax.roles.cvae import CVAE, cvae_elbo, group_embeddings, init_cvae
+from dyps_jax.roles.response import (
+    GroupResponse,
+    ResponseData,
+    init_response,
     response_log_likelihood,
     response_nll,
 )
@@ -150,28 +150,37 @@ def test_cvae_with_beta_one_collapses_to_the_prior():
     assert float((jnp.argmax(logits, -1) == actions).mean()) < 0.8
 
 
-def test_group_response_tells_apart_agents_whose_actions_act_differently():
+def _two_kinds(kind: jax.Array, key: jax.Array) -> ResponseData:
+    """Transitions s -> s + a (kind 0) or s - a (kind 1), a one of two unit vectors: f32[..., 2]."""
+    k_state, k_action = jax.random.split(key)
+    states = jax.random.normal(k_state, kind.shape + (2,))
+    action = jax.random.randint(k_action, kind.shape, 0, 2)
+    encoded = jax.nn.one_hot(action, 2)
+    outcomes = states + jnp.where(kind[..., None] == 0, 1.0, -1.0) * encoded
+    return ResponseData(states, action, encoded, outcomes, jnp.ones(kind.shape + (2,), bool))
+
+
+@pytest.mark.parametrize("kind", ["forward", "inverse"])
+def test_group_response_tells_apart_agents_whose_actions_act_differently(kind):
     """Two kinds of agent: the next state is s + a for kind 0 and s - a for kind 1 (a rotated action
-    set, like a warehouse colour). Trained on samples labelled with their kind, each group's z_g must
-    explain its own kind's transitions better than the other group's z_g does."""
-    model = CVAE(num_groups=2, num_actions=2, latent=4, response_dim=2)
-    params = init_cvae(model, jax.random.key(0), 2)
+    set, like a warehouse colour). Trained on samples labelled with their kind, each group's model must
+    explain its own kind's transitions better than the other group's model does."""
+    model = GroupResponse(num_groups=2, outcome_dim=2, num_actions=2, kind=kind)
+    params = init_response(model, jax.random.key(0), 2)
     B = 512
-    kind = jnp.arange(B) % 2
-    states = jax.random.normal(jax.random.key(1), (B, 2))
-    actions = jax.nn.one_hot(jax.random.randint(jax.random.key(2), (B,), 0, 2), 2)
-    targets = states + jnp.where(kind[:, None] == 0, 1.0, -1.0) * actions
+    agent_kind = jnp.arange(B) % 2
+    data = _two_kinds(agent_kind, jax.random.key(1))
 
     def loss_fn(p, key):
-        return response_nll(model, p, jax.nn.one_hot(kind, 2), states, actions, targets, jnp.ones(B))
+        return response_nll(model, p, jax.nn.one_hot(agent_kind, 2), data, jnp.ones(B))
 
-    before = response_log_likelihood(model, params, states, actions, targets)
+    before = response_log_likelihood(model, params, data)
     chex.assert_shape(before, (B, 2))
     params, losses = _fit(loss_fn, params, 400)
-    assert losses[-1] < losses[0] - 1.0
-    ll = response_log_likelihood(model, params, states, actions, targets)
-    own = jnp.take_along_axis(ll, kind[:, None], axis=1)[:, 0]
-    other = jnp.take_along_axis(ll, 1 - kind[:, None], axis=1)[:, 0]
+    assert losses[-1] < losses[0] - 0.5
+    ll = response_log_likelihood(model, params, data)
+    own = jnp.take_along_axis(ll, agent_kind[:, None], axis=1)[:, 0]
+    other = jnp.take_along_axis(ll, 1 - agent_kind[:, None], axis=1)[:, 0]
     assert float((own > other).mean()) > 0.95
 
 
@@ -250,25 +259,20 @@ def test_response_em_sorts_kinds_from_near_uniform_responsibilities(seed):
     at least 14 of the 16 agents in their kind's group. Not all 16: an agent whose first evidence
     pointed the wrong way can stay, since its posterior is its next prior (2 agents on seed 10,
     one on seed 0 under jaxlib 0.10.2), the kind of fixed point met on rware-1 (docs/grouping.md)."""
-    model = CVAE(num_groups=2, num_actions=2, latent=4, response_dim=2)
-    params = init_cvae(model, jax.random.key(seed), 2)
+    model = GroupResponse(num_groups=2, outcome_dim=2, num_actions=2)
+    params = init_response(model, jax.random.key(seed), 2)
     n_agents, per_agent = 16, 32
     kind = jnp.arange(n_agents) // 8
-    states = jax.random.normal(jax.random.key(seed + 1), (n_agents, per_agent, 2))
-    actions = jax.nn.one_hot(
-        jax.random.randint(jax.random.key(seed + 2), (n_agents, per_agent), 0, 2), 2)
-    sign = jnp.where(kind == 0, 1.0, -1.0)[:, None, None]
-    targets = states + sign * actions
-    flat = lambda x: x.reshape((n_agents * per_agent,) + x.shape[2:])  # noqa: E731
-    data = (flat(states), flat(actions), flat(targets))
+    per = _two_kinds(jnp.repeat(kind[:, None], per_agent, axis=1), jax.random.key(seed + 1))
+    data = jax.tree.map(lambda x: x.reshape((n_agents * per_agent,) + x.shape[2:]), per)
     logits = 0.1 * jax.random.uniform(jax.random.key(seed + 3), (n_agents, 2), minval=-1.0)
     for _ in range(8):
         resp = jnp.repeat(jax.nn.softmax(logits, axis=-1), per_agent, axis=0)
-        params, _ = _fit(lambda p, key: response_nll(model, p, resp, *data,  # noqa: B023
+        params, _ = _fit(lambda p, key: response_nll(model, p, resp, data,  # noqa: B023
                                                      jnp.ones(n_agents * per_agent)),
                          params, 40, lr=1e-2)
-        ll = response_log_likelihood(model, params, *data).reshape(n_agents, per_agent, 2)
-        evidence = ll[:, :4].sum(1) * model.response_dim  # a few transitions per agent and round
+        ll = response_log_likelihood(model, params, data).reshape(n_agents, per_agent, 2)
+        evidence = ll[:, :4].sum(1) * model.scored_numbers  # a few transitions per agent and round
         logits = jnp.log(response_posterior(logits[None], evidence[None])[0])
     groups = np.asarray(jnp.argmax(logits, axis=-1))
     majority = [np.bincount(groups[np.asarray(kind) == k], minlength=2).argmax() for k in (0, 1)]

@@ -75,6 +75,10 @@ _HELP = {
     "group_response_coef": "weight of the group-response fit in the selector's objective; 0 "
                            "drops the group response models (the paper)",
     "response_steps": "time steps per episode sampled for the group-response model",
+    "response_model": "the groups' response models: forward (predict s_t+1, r_t+1 from s_t, "
+                      "a_t) or inverse (predict a_t from s_t, s_t+1, r_t+1)",
+    "response_updates": "Adam steps of the group-response models per iteration (EM's M-step)",
+    "response_lr": "learning rate of the group-response models",
     "response_temperature": "divides the group response's evidence in its E-step (1: the exact "
                             "posterior; larger: softer responsibilities)",
     "response_target": "what the group response models predict: state-reward (s_t+1, r_t+1) or "

@@ -20,6 +20,7 @@ from typing import Any
 
 from dyps_jax import envs, mesh, neighbourhoods
 from dyps_jax.algos import ALGOS
+from dyps_jax.roles.response import RESPONSE_MODELS
 from dyps_jax.sharing import METHOD_SPECS, MethodSpec
 
 METHODS = tuple(METHOD_SPECS)
@@ -95,10 +96,14 @@ class SharingConfig:
     # afresh every iteration; 0 = all of them (the paper). Every agent's h_a still comes from the
     # full forward pass (roles/vlstm.py, docs/algorithms.md).
     vlstm_grad_sequences: int = 64
-    # Weight of the group-response fit in the selector's objective; 0 (the paper) drops the CVAE's
-    # response models altogether (roles/cvae.py, docs/grouping.md).
+    # Weight of the group-response fit in the selector's objective; 0 (the paper) drops the groups'
+    # response models altogether (roles/response.py, docs/grouping.md).
     group_response_coef: float = 0.0
     response_steps: int = 16  # time steps per episode sampled to score and train the response model
+    # EM's M-step: Adam steps of the response models per iteration, each on `response_steps` freshly
+    # sampled time steps, with their own optimiser and learning rate (docs/grouping.md).
+    response_updates: int = 32
+    response_lr: float = 3e-3
     # How the response reaches the selector: "fit" (its centred mean log-likelihood added to the
     # gains) or "posterior" (cross-entropy to the EM posterior of each agent's group, the gate's
     # M-step; it froze arbitrary groupings on rware-1, docs/grouping.md).
@@ -111,6 +116,9 @@ class SharingConfig:
     # like the VLSTM's decoder, or "state", s_{t+1} alone (roles that show only in rewards are the
     # group advantage's to find; docs/grouping.md).
     response_target: str = "state-reward"
+    # The response model of every group: "forward", p(e_{t+1} | s_t, a_t), or "inverse",
+    # p(a_t | s_t, e_{t+1}), the action that led to the outcome (roles/response.py).
+    response_model: str = "forward"
     # Share of every response model's M-step spread evenly over all agents: r' = (1 - e) r + e / M.
     # Without it a model that EM leaves with almost no weight is still moved full steps by Adam and
     # fits its few samples with a collapsed variance (the role game); with it the warehouse's
@@ -369,6 +377,8 @@ def validate(config: TrainConfig) -> None:
         cvae_beta=sharing.cvae_beta,
         aux_samples=sharing.aux_samples,
         response_steps=sharing.response_steps,
+        response_updates=sharing.response_updates,
+        response_lr=sharing.response_lr,
         response_temperature=sharing.response_temperature,
         seps_samples=sharing.seps_samples,
         lcf_lr=ppo.lcf_lr,
@@ -380,6 +390,7 @@ def validate(config: TrainConfig) -> None:
         ("vlstm_decoder", sharing.vlstm_decoder, VLSTM_DECODERS),
         ("response_selector", sharing.response_selector, RESPONSE_SELECTORS),
         ("response_target", sharing.response_target, RESPONSE_TARGETS),
+        ("response_model", sharing.response_model, RESPONSE_MODELS),
         ("algo", ppo.algo, ALGOS),
     ):
         if choice not in allowed:

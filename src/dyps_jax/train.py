@@ -62,11 +62,11 @@ from dyps_jax.ppo import (
     normalize_per_group,
     ppo_terms,
 )
-from dyps_jax.roles.cvae import (
-    CVAE,
-    cvae_elbo,
-    group_embeddings,
-    init_cvae,
+from dyps_jax.roles.cvae import CVAE, cvae_elbo, group_embeddings, init_cvae
+from dyps_jax.roles.response import (
+    GroupResponse,
+    ResponseData,
+    init_response,
     response_log_likelihood,
     response_nll,
 )
@@ -91,6 +91,7 @@ class RoleState:
     return_stats: RunningStats
     agent_embedding: jax.Array  # f32[E, N, H], h_a from each environment's previous episode
     previous_choice: jax.Array  # int32[E, N], most likely groups of the last iteration (-1: none)
+    response: Learner | None = None  # the groups' response models (`group_response_coef` > 0)
 
 
 @struct.dataclass
@@ -145,14 +146,18 @@ class RoleModels(NamedTuple):
     cvae: CVAE
     selector: Any  # grouping.GroupSelector, or an ablation's (selectors.py)
     group_embedding: Callable[[Any], jax.Array]  # CVAE params -> f32[M, Z], what eq. 13 multiplies
+    response: GroupResponse | None  # the groups' response models; None without them (the paper)
 
 
 def role_models(config: TrainConfig, env) -> RoleModels:
     share = config.sharing
     cvae_net = CVAE(config.num_param_sets, env.num_actions, latent=share.cvae_latent,
-                    action_kind=env.action_kind,
-                    response_dim=(env.obs_dim + (share.response_target == "state-reward")
-                                  if share.group_response_coef > 0 else 0))
+                    action_kind=env.action_kind)
+    response = None
+    if share.group_response_coef > 0 and config.method_spec.trains_cvae:
+        response = GroupResponse(config.num_param_sets,
+                                 env.obs_dim + (share.response_target == "state-reward"),
+                                 env.num_actions, env.action_kind, share.response_model)
 
     def embed(cvae_params) -> jax.Array:
         z = group_embeddings(cvae_net, cvae_params)
@@ -167,6 +172,7 @@ def role_models(config: TrainConfig, env) -> RoleModels:
         cvae=cvae_net,
         selector=selectors.build(config.method_spec.selector or "dyps", env.num_agents),
         group_embedding=embed,
+        response=response,
     )
 
 
@@ -244,6 +250,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
     # categorical, the slots drawn (multi-hot) for the pointer head, the real vector when Gaussian.
     models = role_models(config, env)
     vlstm_net, cvae_net, selector_net = models.vlstm, models.cvae, models.selector
+    response_net = models.response
     vlstm_input_dim = env.obs_dim + env.num_actions + 1
     decoder_input_dim = env.num_actions if share.vlstm_decoder == "action" else 0
     seps_pretrain = config.seps_pretrain_iterations if clusters else 0
@@ -266,6 +273,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         return action[..., 0] if kind == "gaussian" and env.num_actions == 1 else action
     role_tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(share.role_lr))
     selector_tx = optax.adam(share.selector_lr)
+    response_tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(share.response_lr))
 
     def inputs(obs: jax.Array, embedding: jax.Array | None,
                global_state: jax.Array | None) -> jax.Array:
@@ -299,6 +307,11 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             sel_params = selector_net.init(
                 k_sel, embedding, jnp.zeros((n_sets, share.cvae_latent))
             )
+            response = None
+            if response_net is not None:
+                resp_params = init_response(response_net, jax.random.fold_in(k_cvae, 1),
+                                            env.obs_dim)
+                response = Learner(resp_params, response_tx.init(resp_params))
             roles = RoleState(
                 vlstm=Learner(vlstm_params, role_tx.init(vlstm_params)),
                 cvae=Learner(cvae_params, role_tx.init(cvae_params)),
@@ -306,6 +319,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
                 return_stats=RunningStats.create(),
                 agent_embedding=embedding,
                 previous_choice=jnp.full((n_envs, n_agents), -1, jnp.int32),
+                response=response,
             )
         if n_shared:
             critic_params = init_stacked(critic_net, jax.random.fold_in(k_policy, 1), n_shared,
@@ -542,25 +556,32 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         """
         k_vlstm, k_cvae, k_idx, k_resp = jax.random.split(key, 4)
         action = encode_action(traj.action)
-        response = spec.trains_cvae and cvae_net.response_dim > 0
 
-        fit, posterior = jnp.zeros((n_envs, n_agents, n_sets)), None
-        if response:
-            # The same few time steps of every agent score it under every group's response model
-            # (before this iteration's update) and train that model.
-            steps = jax.random.randint(k_resp, (share.response_steps,), 0, horizon)
-            flat_k = lambda x: x[steps].reshape((-1,) + x.shape[3:])  # noqa: E731
+        def response_sample(k: jax.Array) -> tuple[ResponseData, jax.Array]:
+            """`response_steps` random time steps of every agent: the transitions flattened to
+            [S * E * N, ...], and valid f32[S, E, N]."""
+            steps = jax.random.randint(k, (share.response_steps,), 0, horizon)
+            flat = lambda x: x[steps].reshape((-1,) + x.shape[3:])  # noqa: E731
             # s_{t+1} of the sampled steps only: the last step's is the state after the rollout.
             following = traj.obs[jnp.minimum(steps + 1, horizon - 1)]
-            next_obs = jnp.where((steps + 1 < horizon)[:, None, None, None], following,
-                                 final_obs[None])
-            resp_target = next_obs
+            target = jnp.where((steps + 1 < horizon)[:, None, None, None], following,
+                               final_obs[None])
             if share.response_target == "state-reward":
-                resp_target = jnp.concatenate([next_obs, traj.reward[steps][..., None]], axis=-1)
-            resp_data = (flat_k(traj.obs), flat_k(action),
-                         resp_target.reshape((-1,) + resp_target.shape[3:]))
-            resp_valid = traj.valid[steps]
-            ll = response_log_likelihood(cvae_net, roles.cvae.params, *resp_data)
+                target = jnp.concatenate([target, traj.reward[steps][..., None]], axis=-1)
+            data = ResponseData(flat(traj.obs), flat(traj.action), flat(action),
+                                target.reshape((-1,) + target.shape[3:]), flat(traj.action_mask))
+            return data, traj.valid[steps]
+
+        fit, posterior = jnp.zeros((n_envs, n_agents, n_sets)), None
+        response = roles.response
+        response_info: dict[str, jax.Array] = {}
+        if response_net is not None:
+            assert response is not None, "the response models are in the role state"
+            k_estep, k_mstep = jax.random.split(k_resp)
+            # E-step: a few time steps of every agent scored under every group's model as it was
+            # before this iteration's M-step.
+            resp_data, resp_valid = response_sample(k_estep)
+            ll = response_log_likelihood(response_net, response.params, resp_data)
             ll = ll.reshape(resp_valid.shape + (n_sets,)) * resp_valid[..., None]
             mean_ll = ll.sum(0) / jnp.maximum(resp_valid.sum(0), 1.0)[..., None]
             # EM's responsibilities: the posterior of each agent's group given its sampled
@@ -568,7 +589,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             # near uniform every group's model sees the same mix of agents, the models converge
             # to one another and the fit they give the selector fades (rware-1, 1M steps).
             prior = jnp.zeros(mean_ll.shape) if logits is None else logits
-            evidence = ll.sum(0) * cvae_net.response_dim / share.response_temperature
+            evidence = ll.sum(0) * response_net.scored_numbers / share.response_temperature
             responsibilities = response_posterior(prior, evidence, centred=False)
             response_info = {"response_spread": mean_ll.std(axis=-1).mean(),
                              "response_confidence": responsibilities.max(-1).mean()}
@@ -579,9 +600,22 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
                 response_info["response_type_ari"] = group_metrics.adjusted_rand_index(
                     best, jnp.asarray(agent_types), n_sets, num_types).mean()
             smoothing = share.response_smoothing
-            responsibilities = (1.0 - smoothing) * responsibilities + smoothing / n_sets
-            responsibilities = jnp.broadcast_to(
-                responsibilities, resp_valid.shape + (n_sets,)).reshape(-1, n_sets)
+            weights = jnp.broadcast_to((1.0 - smoothing) * responsibilities + smoothing / n_sets,
+                                       resp_valid.shape + (n_sets,)).reshape(-1, n_sets)
+
+            # M-step: `response_updates` Adam steps, each on freshly sampled time steps (an agent's
+            # responsibilities hold for all its steps of the episode).
+            def m_step(learner: Learner, k: jax.Array):
+                data, valid = response_sample(k)
+                nll, grads = jax.value_and_grad(
+                    lambda p: response_nll(response_net, p, weights, data, valid.reshape(-1))
+                )(learner.params)
+                return _apply(response_tx, learner, grads), nll
+
+            fitted, nlls = jax.lax.scan(m_step, response,
+                                        jax.random.split(k_mstep, share.response_updates))
+            response = fitted
+            response_info["response_loss"] = nlls.mean()
             # The selector sees only how much better a group explains this agent than the others:
             # centred over agents (`response_posterior`).
             if share.response_selector == "posterior":
@@ -620,27 +654,18 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             take = lambda x: x.reshape((batch,) + x.shape[3:])[idx]  # noqa: E731
             all_groups = jnp.broadcast_to(groups, (horizon,) + groups.shape)
 
-            def cvae_loss_fn(p):
-                elbo = cvae_elbo(cvae_net, p, k_cvae, take(all_groups), take(traj.obs),
-                                 take(traj.action), take(traj.valid), share.cvae_beta,
-                                 action_mask=take(traj.action_mask))
-                nll = jnp.zeros(())
-                if response:
-                    nll = response_nll(cvae_net, p, responsibilities, *resp_data,
-                                       resp_valid.reshape(-1))
-                return elbo + nll, (elbo, nll)
-
-            (_, (info["cvae_loss"], nll)), cvae_grads = jax.value_and_grad(
-                cvae_loss_fn, has_aux=True)(roles.cvae.params)
-            if response:
-                info["response_loss"] = nll
-                info.update(response_info)
+            info["cvae_loss"], cvae_grads = jax.value_and_grad(
+                lambda p: cvae_elbo(cvae_net, p, k_cvae, take(all_groups), take(traj.obs),
+                                    take(traj.action), take(traj.valid), share.cvae_beta,
+                                    action_mask=take(traj.action_mask))
+            )(roles.cvae.params)
             cvae = _apply(role_tx, roles.cvae, cvae_grads)
 
         new_roles = RoleState(
             vlstm=vlstm, cvae=cvae, selector=selector, return_stats=stats,
-            agent_embedding=embedding, previous_choice=choice,
+            agent_embedding=embedding, previous_choice=choice, response=response,
         )
+        info.update(response_info)
         return new_roles, info
 
     def assignment_metrics(choice: jax.Array) -> dict[str, jax.Array]:

@@ -9,16 +9,7 @@ group costs as many nats of KL as it can save in reconstruction (both are bounde
 the group id carries about the action), so the optimum is indifferent and training collapses the
 posterior onto the prior: every z_g becomes 0 and eq. 13 gives uniform groups. beta < 1 breaks the tie.
 
-Group response (ours, `SharingConfig.group_response_coef`, docs/grouping.md): with `response_dim > 0`
-every group also has a model of how the environment answers its agents, p_m(e_{t+1} | s_t, a_t) with
-e_{t+1} = (s_{t+1}, r_{t+1}), the VLSTM's target (eq. 7) for a whole group instead of one agent's
-history. Agents whose actions act alike (a warehouse robot's colour rotates its actions; a role-game
-type changes which action pays) are then explained best by the same group's model, whatever the
-policies have learned so far, and `response_log_likelihood` scores every agent under every group for
-the selector. Each group has its own network (parameters stacked on a leading [M] axis, the experts of
-a mixture of regressions): one network told the groups apart only through z_g in its input, and on
-the planted two-kind problem (`experiments/response_probe.py`) it explained its own kind better for
-as few as 47 % of the samples, depending on the initialisation; one network per group, for all.
+The groups' response models (ours, docs/grouping.md) are in `roles/response.py`.
 """
 
 from __future__ import annotations
@@ -43,15 +34,10 @@ class CVAE(nn.Module):
     latent: int = 16
     hidden: int = 64
     action_kind: str = "categorical"
-    response_dim: int = 0  # size of e_{t+1}; 0: no response models (the paper)
 
     def setup(self):
         self.encoder = MLP((self.hidden, 2 * self.latent))
         self.decoder = MLP((self.hidden, self.hidden, head_size(self.action_kind, self.num_actions)))
-        if self.response_dim:
-            experts = nn.vmap(MLP, variable_axes={"params": 0}, split_rngs={"params": True},
-                              in_axes=None, out_axes=0, axis_size=self.num_groups)
-            self.responder = experts((self.hidden, self.hidden, 2 * self.response_dim))
 
     def encode(self, groups: jax.Array) -> tuple[jax.Array, jax.Array]:
         """groups: int32[B] -> (mean, std), each f32[B, latent]."""
@@ -63,26 +49,14 @@ class CVAE(nn.Module):
         """z: f32[B, latent], states: f32[B, D] -> the action distribution's parameters."""
         return self.decoder(jnp.concatenate([z, states], axis=-1))
 
-    def respond(self, states: jax.Array, actions: jax.Array):
-        """states: f32[B, D], actions: f32[B, A] (encoded) -> every group's Gaussian of e_{t+1},
-        batch shape [M, B]."""
-        out = self.responder(jnp.concatenate([states, actions], axis=-1))
-        mean, log_std = jnp.split(out, 2, axis=-1)
-        return distrax.MultivariateNormalDiag(mean, jnp.exp(jnp.clip(log_std, -5.0, 2.0)))
-
-    def __call__(self, groups, states, noise, actions=None):
+    def __call__(self, groups, states, noise):
         mean, std = self.encode(groups)
-        if actions is not None:
-            self.respond(states, actions)  # creates the response models' parameters
         return mean, std, self.decode(mean + std * noise, states)
 
 
 def init_cvae(model: CVAE, key: jax.Array, state_dim: int):
-    actions = jnp.zeros((1, model.num_actions)) if model.response_dim else None
     return model.init(
-        key, jnp.zeros((1,), jnp.int32), jnp.zeros((1, state_dim)), jnp.zeros((1, model.latent)),
-        actions,
-    )
+        key, jnp.zeros((1,), jnp.int32), jnp.zeros((1, state_dim)), jnp.zeros((1, model.latent)))
 
 
 def cvae_elbo(
@@ -121,42 +95,3 @@ def group_embeddings(model: CVAE, params) -> jax.Array:
     """z_g: f32[M, latent], the encoder mean of every group."""
     mean, _ = model.apply(params, jnp.arange(model.num_groups), method=CVAE.encode)
     return mean
-
-
-def response_nll(
-    model: CVAE,
-    params,
-    responsibilities: jax.Array,
-    states: jax.Array,
-    actions: jax.Array,
-    targets: jax.Array,
-    weights: jax.Array,
-) -> jax.Array:
-    """-sum_m r[b, m] log p_m(e_{t+1} | s_t, a_t) per target dimension, the weighted mean over b.
-
-    The M-step of EM for a mixture of regressions: every group's response model is fitted to every
-    sample in proportion to the responsibility r[b, m] of group m for the sample's agent (in training,
-    the posterior of its group). A one-hot r trains each sample under one group only.
-
-    Args:
-      responsibilities: f32[B, M], rows summing to 1; states: f32[B, D]; actions: f32[B, A]
-        (encoded); targets: f32[B, R]; weights: f32[B].
-    """
-    chex.assert_rank(responsibilities, 2)
-    chex.assert_axis_dimension(responsibilities, 1, model.num_groups)
-    chex.assert_equal_shape_prefix([responsibilities, weights], 1)
-    ll = response_log_likelihood(model, params, states, actions, targets)
-    nll = -(responsibilities * ll).sum(axis=-1)
-    return (nll * weights).sum() / jnp.maximum(weights.sum(), 1.0)
-
-
-def response_log_likelihood(
-    model: CVAE, params, states: jax.Array, actions: jax.Array, targets: jax.Array
-) -> jax.Array:
-    """log p_m(e_{t+1} | s_t, a_t) per target dimension under every group m: f32[B, M].
-
-    Args: states: f32[B, D]; actions: f32[B, A] (encoded); targets: f32[B, R].
-    """
-    dist = cast(distrax.MultivariateNormalDiag,
-                model.apply(params, states, actions, method=CVAE.respond))
-    return dist.log_prob(targets).T / model.response_dim
