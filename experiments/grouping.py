@@ -45,7 +45,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "nops": ("nops", {}),
 }
 GROUPING = ("selector_entropy", "group_changes", "type_ari", "type_purity", "role_separation")
-RESPONSE = ("response_type_ari", "response_confidence", "response_spread")
+RESPONSE = ("response_type_ari", "response_confidence", "response_spread",
+            "group_embedding_cosine")
 CURVE_POINTS = 50
 
 

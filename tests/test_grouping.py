@@ -121,6 +121,7 @@ def test_grouping_diagnostics_are_logged(tiny_lbf):
     assert np.all((metrics["response_confidence"] >= 1 / 3 - 1e-5)
                   & (metrics["response_confidence"] <= 1 + 1e-5))
     assert np.all((metrics["response_type_ari"] >= -1) & (metrics["response_type_ari"] <= 1))
+    assert np.all(np.abs(metrics["group_embedding_cosine"]) <= 1 + 1e-5)
 
 
 def test_state_only_response_predicts_the_next_observation(tiny_lbf):

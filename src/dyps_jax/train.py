@@ -545,6 +545,12 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
                 selector_net, roles.selector.params, roles.agent_embedding, z_groups, gains + fit,
                 share.selector_ent_coef, share.group_balance_coef, posterior,
             )
+        if n_sets > 1:
+            # Eq. 13 can only tell groups apart as far as their z_g point in different directions.
+            unit = z_groups / (jnp.linalg.norm(z_groups, axis=-1, keepdims=True) + 1e-8)
+            cosine = unit @ unit.T
+            info["group_embedding_cosine"] = (
+                (cosine.sum() - jnp.trace(cosine)) / (n_sets * (n_sets - 1)))
         return _apply(selector_tx, roles.selector, grads), stats, info
 
     def role_update(key: jax.Array, roles: RoleState, traj: Transition, final_obs: jax.Array,
