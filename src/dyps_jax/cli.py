@@ -77,6 +77,8 @@ _HELP = {
     "response_steps": "time steps per episode sampled for the group-response model",
     "response_model": "the groups' response models: forward (predict s_t+1, r_t+1 from s_t, "
                       "a_t) or inverse (predict a_t from s_t, s_t+1, r_t+1)",
+    "response_prior": "prior of each agent's group in the group response's E-step: selector "
+                      "(a_g) or uniform (the response models' evidence alone)",
     "response_updates": "Adam steps of the group-response models per iteration (EM's M-step)",
     "response_lr": "learning rate of the group-response models",
     "response_temperature": "divides the group response's evidence in its E-step (1: the exact "

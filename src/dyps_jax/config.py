@@ -30,6 +30,7 @@ AGENT_EMBEDDINGS = ("final", "mean")
 VLSTM_DECODERS = ("paper", "action")
 RESPONSE_SELECTORS = ("fit", "posterior")
 RESPONSE_TARGETS = ("state-reward", "state")
+RESPONSE_PRIORS = ("selector", "uniform")
 MAX_SEED = 2**63 - 1  # jax.random.key takes a 64-bit signed seed
 MAX_STEPS = 2**31 - 1  # step counters and transition indices are int32 in the compiled program
 
@@ -119,6 +120,9 @@ class SharingConfig:
     # The response model of every group: "forward", p(e_{t+1} | s_t, a_t), or "inverse",
     # p(a_t | s_t, e_{t+1}), the action that led to the outcome (roles/response.py).
     response_model: str = "forward"
+    # The prior of each agent's group in the response's E-step: "selector" (a_g) or "uniform"
+    # (the evidence alone decides which model explains an agent; docs/grouping.md).
+    response_prior: str = "selector"
     # Share of every response model's M-step spread evenly over all agents: r' = (1 - e) r + e / M.
     # Without it a model that EM leaves with almost no weight is still moved full steps by Adam and
     # fits its few samples with a collapsed variance (the role game); with it the warehouse's
@@ -391,6 +395,7 @@ def validate(config: TrainConfig) -> None:
         ("response_selector", sharing.response_selector, RESPONSE_SELECTORS),
         ("response_target", sharing.response_target, RESPONSE_TARGETS),
         ("response_model", sharing.response_model, RESPONSE_MODELS),
+        ("response_prior", sharing.response_prior, RESPONSE_PRIORS),
         ("algo", ppo.algo, ALGOS),
     ):
         if choice not in allowed:

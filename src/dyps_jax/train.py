@@ -591,10 +591,12 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             ll = ll.reshape(resp_valid.shape + (n_sets,)) * resp_valid[..., None]
             mean_ll = ll.sum(0) / jnp.maximum(resp_valid.sum(0), 1.0)[..., None]
             # EM's responsibilities: the posterior of each agent's group given its sampled
-            # transitions, with a_g as the prior. Fitting under a_g itself failed: while a_g is
-            # near uniform every group's model sees the same mix of agents, the models converge
-            # to one another and the fit they give the selector fades (rware-1, 1M steps).
-            prior = jnp.zeros(mean_ll.shape) if logits is None else logits
+            # transitions, with a_g (`response_prior="selector"`) or a uniform prior. Fitting under
+            # a_g itself failed: while a_g is near uniform every group's model sees the same mix
+            # of agents, the models converge to one another and the fit they give the selector
+            # fades (rware-1, 1M steps).
+            prior = (jnp.zeros(mean_ll.shape) if logits is None or share.response_prior == "uniform"
+                     else logits)
             evidence = ll.sum(0) * response_net.scored_numbers / share.response_temperature
             responsibilities = response_posterior(prior, evidence, centred=False)
             response_info = {"response_spread": mean_ll.std(axis=-1).mean(),
