@@ -563,20 +563,18 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         k_vlstm, k_cvae, k_idx, k_resp = jax.random.split(key, 4)
         action = encode_action(traj.action)
 
-        def response_sample(k: jax.Array) -> tuple[ResponseData, jax.Array]:
-            """`response_steps` random time steps of every agent: the transitions flattened to
-            [S * E * N, ...], and valid f32[S, E, N]."""
-            steps = jax.random.randint(k, (share.response_steps,), 0, horizon)
-            flat = lambda x: x[steps].reshape((-1,) + x.shape[3:])  # noqa: E731
-            # s_{t+1} of the sampled steps only: the last step's is the state after the rollout.
-            following = traj.obs[jnp.minimum(steps + 1, horizon - 1)]
-            target = jnp.where((steps + 1 < horizon)[:, None, None, None], following,
-                               final_obs[None])
+        def response_rows(t: jax.Array, e: jax.Array, n: jax.Array) -> tuple[ResponseData,
+                                                                              jax.Array]:
+            """The transitions of agents n in environments e at steps t (int32[B] each), and
+            valid f32[B]. Only these rows are gathered: s_{t+1} of the last step is the state
+            after the rollout."""
+            following = traj.obs[jnp.minimum(t + 1, horizon - 1), e, n]
+            outcome = jnp.where((t + 1 < horizon)[:, None], following, final_obs[e, n])
             if share.response_target == "state-reward":
-                target = jnp.concatenate([target, traj.reward[steps][..., None]], axis=-1)
-            data = ResponseData(flat(traj.obs), flat(traj.action), flat(action),
-                                target.reshape((-1,) + target.shape[3:]), flat(traj.action_mask))
-            return data, traj.valid[steps]
+                outcome = jnp.concatenate([outcome, traj.reward[t, e, n][:, None]], axis=-1)
+            data = ResponseData(traj.obs[t, e, n], traj.action[t, e, n], action[t, e, n],
+                                outcome, traj.action_mask[t, e, n])
+            return data, traj.valid[t, e, n]
 
         fit, posterior = jnp.zeros((n_envs, n_agents, n_sets)), None
         response = roles.response
@@ -586,9 +584,14 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             k_estep, k_mstep = jax.random.split(k_resp)
             # E-step: a few time steps of every agent scored under every group's model as it was
             # before this iteration's M-step.
-            resp_data, resp_valid = response_sample(k_estep)
+            steps = jax.random.randint(k_estep, (share.response_steps,), 0, horizon)
+            grid = (share.response_steps, n_envs, n_agents)
+            resp_data, resp_valid = response_rows(
+                *(jnp.broadcast_to(i, grid).reshape(-1) for i in
+                  (steps[:, None, None], jnp.arange(n_envs)[:, None], jnp.arange(n_agents))))
             ll = response_log_likelihood(response_net, response.params, resp_data)
-            ll = ll.reshape(resp_valid.shape + (n_sets,)) * resp_valid[..., None]
+            resp_valid = resp_valid.reshape(grid)
+            ll = ll.reshape(grid + (n_sets,)) * resp_valid[..., None]
             mean_ll = ll.sum(0) / jnp.maximum(resp_valid.sum(0), 1.0)[..., None]
             # EM's responsibilities: the posterior of each agent's group given its sampled
             # transitions, with a_g (`response_prior="selector"`) or a uniform prior. Fitting under
@@ -608,15 +611,19 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
                 response_info["response_type_ari"] = group_metrics.adjusted_rand_index(
                     best, jnp.asarray(agent_types), n_sets, num_types).mean()
             smoothing = share.response_smoothing
-            weights = jnp.broadcast_to((1.0 - smoothing) * responsibilities + smoothing / n_sets,
-                                       resp_valid.shape + (n_sets,)).reshape(-1, n_sets)
+            weights = (1.0 - smoothing) * responsibilities + smoothing / n_sets  # [E, N, M]
+            # M-step: `response_updates` Adam steps, each on as many random transitions as the
+            # E-step scored (at most aux_samples, so that 3130 medical regions cost no more than
+            # the CVAE's step); an agent's responsibilities hold for all its steps.
+            rows = min(share.response_steps * n_envs * n_agents, share.aux_samples)
 
-            # M-step: `response_updates` Adam steps, each on freshly sampled time steps (an agent's
-            # responsibilities hold for all its steps of the episode).
             def m_step(learner: Learner, k: jax.Array):
-                data, valid = response_sample(k)
+                t, e, n = jnp.unravel_index(
+                    jax.random.randint(k, (rows,), 0, horizon * n_envs * n_agents),
+                    (horizon, n_envs, n_agents))
+                data, valid = response_rows(t, e, n)
                 nll, grads = jax.value_and_grad(
-                    lambda p: response_nll(response_net, p, weights, data, valid.reshape(-1))
+                    lambda p: response_nll(response_net, p, weights[e, n], data, valid)
                 )(learner.params)
                 return _apply(response_tx, learner, grads), nll
 
