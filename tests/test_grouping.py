@@ -174,7 +174,7 @@ def test_paper_literal_selector_still_trains(tiny_lbf):
                                  {"response_temperature": 0.0}, {"response_target": "reward"},
                                  {"response_smoothing": 1.5}, {"response_updates": 0},
                                  {"response_lr": 0.0}, {"response_model": "backward"},
-                                 {"response_prior": "flat"}])
+                                 {"response_prior": "flat"}, {"selector_updates": 0}])
 def test_bad_selector_settings(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         dyps_jax.make_config(env="lbf-1", **bad)

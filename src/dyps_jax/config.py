@@ -80,6 +80,7 @@ class SharingConfig:
     num_groups: int = 4
     selector_lr: float = 1e-2  # Table 6 gives 1e-5 (1e-4 ride-hailing) for the team-return signal
     selector_ent_coef: float = 0.01
+    selector_updates: int = 1  # selector optimiser steps per iteration, on that iteration's batch
     role_lr: float = 1e-3  # VLSTM and CVAE; the paper does not give it
     vlstm_hidden: int = 64
     vlstm_latent: int = 16
@@ -382,6 +383,7 @@ def validate(config: TrainConfig) -> None:
         aux_samples=sharing.aux_samples,
         response_steps=sharing.response_steps,
         response_updates=sharing.response_updates,
+        selector_updates=sharing.selector_updates,
         response_lr=sharing.response_lr,
         response_temperature=sharing.response_temperature,
         seps_samples=sharing.seps_samples,

@@ -529,10 +529,10 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         z_groups = models.group_embedding(roles.cvae.params)
         stats = roles.return_stats.update(team_return)
         if share.selector_signal == "team-return":
-            grads, info = jax.grad(selector_loss, argnums=1, has_aux=True)(
-                selector_net, roles.selector.params, roles.agent_embedding, z_groups, groups,
-                stats.standardise(team_return), share.selector_ent_coef, fit, posterior,
-            )
+            def loss(params):
+                return selector_loss(selector_net, params, roles.agent_embedding, z_groups, groups,
+                                     stats.standardise(team_return), share.selector_ent_coef, fit,
+                                     posterior)
         else:
             assert traj.group_log_prob is not None, "selector methods record it"
             gains = group_advantages(traj.group_log_prob, traj.log_prob,
@@ -541,17 +541,26 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             # the laggard); the selector only needs which agents suit a group more than others do.
             # Uncentred, that common part drew every warehouse robot into one group for a while.
             gains = gains - gains.mean(axis=(0, 1))
-            grads, info = jax.grad(group_advantage_loss, argnums=1, has_aux=True)(
-                selector_net, roles.selector.params, roles.agent_embedding, z_groups, gains + fit,
-                share.selector_ent_coef, share.group_balance_coef, posterior,
-            )
+
+            def loss(params):
+                return group_advantage_loss(selector_net, params, roles.agent_embedding, z_groups,
+                                            gains + fit, share.selector_ent_coef,
+                                            share.group_balance_coef, posterior)
+
+        def step(learner: Learner, _):
+            grads, info = jax.grad(loss, has_aux=True)(learner.params)
+            return _apply(selector_tx, learner, grads), info
+
+        # `selector_updates` steps on this iteration's batch (Algorithm 1 takes one per episode).
+        selector, infos = jax.lax.scan(step, roles.selector, None, length=share.selector_updates)
+        info = jax.tree.map(lambda x: x[0], infos)  # the loss before this iteration's steps
         if n_sets > 1:
             # Eq. 13 can only tell groups apart as far as their z_g point in different directions.
             unit = z_groups / (jnp.linalg.norm(z_groups, axis=-1, keepdims=True) + 1e-8)
             cosine = unit @ unit.T
             info["group_embedding_cosine"] = (
                 (cosine.sum() - jnp.trace(cosine)) / (n_sets * (n_sets - 1)))
-        return _apply(selector_tx, roles.selector, grads), stats, info
+        return selector, stats, info
 
     def role_update(key: jax.Array, roles: RoleState, traj: Transition, final_obs: jax.Array,
                     groups: jax.Array, team_return: jax.Array, advantages: jax.Array,
