@@ -37,9 +37,13 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "+ group advantage": ("dyps", {**PAPER, "selector_lr": 1e-2,
                                    "selector_signal": "group-advantage", "group_balance_coef": 0.0}),
     "+ unit z_g": ("dyps", {"group_balance_coef": 0.0, "group_response_coef": 0.0}),
-    "+ group balance (default)": ("dyps", {}),
-    "+ group response": ("dyps", {"group_response_coef": 1.0}),
+    "+ group balance": ("dyps", {"group_response_coef": 0.0}),
+    "+ group response (default)": ("dyps", {}),
     "+ VLSTM decoder sees a_t": ("dyps", {"vlstm_decoder": "action"}),
+    # The default with one of its parts as it was before: a forward response model whose fit is a
+    # gain (git 862c4fe), or one selector step per iteration instead of one per episode.
+    "forward response": ("dyps", {"response_model": "forward", "response_selector": "fit"}),
+    "one selector step per iteration": ("dyps", {"selector_updates": 1}),
     "ps": ("ps", {}),
     "ps-id": ("ps-id", {}),
     "nops": ("nops", {}),

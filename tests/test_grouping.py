@@ -174,7 +174,7 @@ def test_paper_literal_selector_still_trains(tiny_lbf):
                                  {"response_temperature": 0.0}, {"response_target": "reward"},
                                  {"response_smoothing": 1.5}, {"response_updates": 0},
                                  {"response_lr": 0.0}, {"response_model": "backward"},
-                                 {"response_prior": "flat"}, {"selector_updates": 0}])
+                                 {"response_prior": "flat"}, {"selector_updates": -1}])
 def test_bad_selector_settings(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         dyps_jax.make_config(env="lbf-1", **bad)
@@ -187,13 +187,14 @@ def _final(metrics, name, tail=30):
 def test_dyps_recovers_the_role_game_types_where_ps_stays_at_chance():
     """The mechanism check: 8 agents, 4 hidden types that answer the same cue with different
     actions. Optimal return 64 per episode (8 agents x 8 steps); chance and the best shared policy
-    16. DyPS with 4 groups must find the types and the return of a policy per type."""
+    16. DyPS with 4 groups must find the types and nearly the optimal return (63.8 at git 58ac63d+;
+    54 was the bound while the selector took one step per iteration and had no response models)."""
     steps = 40_000
     dyps = dyps_jax.make_config(env="rolegame", method="dyps", total_steps=steps, seed=0)
     _, m = jax.jit(dyps_jax.make_train(dyps))(jax.random.key(0))
     assert _final(m, "type_ari") >= 0.9, _final(m, "type_ari")
     assert _final(m, "type_purity") >= 0.95
-    assert _final(m, "episode_return") >= 54.0, _final(m, "episode_return")
+    assert _final(m, "episode_return") >= 60.0, _final(m, "episode_return")
 
     ps = dyps_jax.make_config(env="rolegame", method="ps", total_steps=steps, seed=0)
     _, m = jax.jit(dyps_jax.make_train(ps))(jax.random.key(0))

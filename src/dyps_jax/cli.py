@@ -79,7 +79,8 @@ _HELP = {
                       "a_t) or inverse (predict a_t from s_t, s_t+1, r_t+1)",
     "response_prior": "prior of each agent's group in the group response's E-step: selector "
                       "(a_g) or uniform (the response models' evidence alone)",
-    "selector_updates": "group-selector optimiser steps per iteration, on that iteration's batch",
+    "selector_updates": "group-selector optimiser steps per iteration, on that iteration's batch "
+                        "(0: one per episode, as Algorithm 1)",
     "response_updates": "Adam steps of the group-response models per iteration (EM's M-step)",
     "response_lr": "learning rate of the group-response models",
     "response_temperature": "divides the group response's evidence in its E-step (1: the exact "

@@ -80,7 +80,9 @@ class SharingConfig:
     num_groups: int = 4
     selector_lr: float = 1e-2  # Table 6 gives 1e-5 (1e-4 ride-hailing) for the team-return signal
     selector_ent_coef: float = 0.01
-    selector_updates: int = 1  # selector optimiser steps per iteration, on that iteration's batch
+    # Selector optimiser steps per iteration, each on that iteration's whole batch; 0 = one per
+    # episode of the iteration (num_envs), as Algorithm 1 steps once per episode.
+    selector_updates: int = 0
     role_lr: float = 1e-3  # VLSTM and CVAE; the paper does not give it
     vlstm_hidden: int = 64
     vlstm_latent: int = 16
@@ -88,7 +90,8 @@ class SharingConfig:
     cvae_beta: float = 0.1  # KL weight of the CVAE; 1 collapses the posterior (roles/cvae.py)
     aux_samples: int = 4096  # (state, action, group) triples per CVAE step
     # How the selector learns and what eq. 13 multiplies (docs/grouping.md); the paper's reading is
-    # selector_signal="team-return", group_embedding="mean", group_response_coef=0.
+    # selector_signal="team-return", group_embedding="mean", group_response_coef=0 and the Table 6
+    # selector_lr.
     selector_signal: str = "group-advantage"
     group_balance_coef: float = 0.1  # weight of the entropy of group usage (group-advantage only)
     group_embedding: str = "unit"
@@ -98,18 +101,18 @@ class SharingConfig:
     # afresh every iteration; 0 = all of them (the paper). Every agent's h_a still comes from the
     # full forward pass (roles/vlstm.py, docs/algorithms.md).
     vlstm_grad_sequences: int = 64
-    # Weight of the group-response fit in the selector's objective; 0 (the paper) drops the groups'
+    # Weight of the group response in the selector's objective; 0 (the paper) drops the groups'
     # response models altogether (roles/response.py, docs/grouping.md).
-    group_response_coef: float = 0.0
+    group_response_coef: float = 1.0
     response_steps: int = 16  # time steps per episode sampled to score and train the response model
-    # EM's M-step: Adam steps of the response models per iteration, each on `response_steps` freshly
-    # sampled time steps, with their own optimiser and learning rate (docs/grouping.md).
+    # EM's M-step: Adam steps of the response models per iteration, each on random transitions (as
+    # many as the E-step scores, at most aux_samples), with their own optimiser (docs/grouping.md).
     response_updates: int = 32
     response_lr: float = 3e-3
-    # How the response reaches the selector: "fit" (its centred mean log-likelihood added to the
-    # gains) or "posterior" (cross-entropy to the EM posterior of each agent's group, the gate's
-    # M-step; it froze arbitrary groupings on rware-1, docs/grouping.md).
-    response_selector: str = "fit"
+    # How the response reaches the selector: "posterior" (cross-entropy to the EM posterior of each
+    # agent's group, the gate's M-step) or "fit" (its centred mean log-likelihood added to the
+    # gains; it drew every warehouse robot into one group, docs/grouping.md).
+    response_selector: str = "posterior"
     # Divides the response's evidence (log-likelihood of an agent's sampled transitions) in the
     # E-step: 1 is the exact posterior; larger values give softer responsibilities (deterministic
     # annealing's temperature, Ueda & Nakano 1998), docs/grouping.md.
@@ -120,7 +123,7 @@ class SharingConfig:
     response_target: str = "state-reward"
     # The response model of every group: "forward", p(e_{t+1} | s_t, a_t), or "inverse",
     # p(a_t | s_t, e_{t+1}), the action that led to the outcome (roles/response.py).
-    response_model: str = "forward"
+    response_model: str = "inverse"
     # The prior of each agent's group in the response's E-step: "selector" (a_g) or "uniform"
     # (the evidence alone decides which model explains an agent; docs/grouping.md).
     response_prior: str = "selector"
@@ -383,7 +386,6 @@ def validate(config: TrainConfig) -> None:
         aux_samples=sharing.aux_samples,
         response_steps=sharing.response_steps,
         response_updates=sharing.response_updates,
-        selector_updates=sharing.selector_updates,
         response_lr=sharing.response_lr,
         response_temperature=sharing.response_temperature,
         seps_samples=sharing.seps_samples,
@@ -416,6 +418,9 @@ def validate(config: TrainConfig) -> None:
         if value < 0 or not math.isfinite(value):
             raise ValueError(f"{name}: must be a finite number >= 0, got {value}")
     n = config.num_agents
+    if sharing.selector_updates < 0:
+        raise ValueError(f"selector_updates: must be 0 (one per episode) or a positive number of "
+                         f"steps, got {sharing.selector_updates}")
     if sharing.vlstm_grad_sequences < 0:
         raise ValueError(f"vlstm_grad_sequences: must be 0 (every agent sequence) or a positive "
                          f"number of sequences, got {sharing.vlstm_grad_sequences}")
