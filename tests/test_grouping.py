@@ -124,15 +124,23 @@ def test_grouping_diagnostics_are_logged(tiny_lbf):
     assert np.all(np.abs(metrics["group_embedding_cosine"]) <= 1 + 1e-5)
 
 
-def test_state_only_response_predicts_the_next_observation(tiny_lbf):
+@pytest.mark.parametrize("model, target", [("forward", "state"), ("inverse", "state-reward")])
+def test_response_models_read_and_predict_what_they_should(tiny_lbf, model, target):
+    """forward with target "state": s_t+1 from (s_t, a_t), a mean and a log-scale per observation
+    feature; inverse: a_t's logits from (s_t, s_t+1, r_t+1)."""
     config = _short_config(tiny_lbf, num_groups=2, group_response_coef=1.0,
-                           response_target="state")
+                           response_model=model, response_target=target)
     state, metrics = jax.jit(dyps_jax.make_train(config))(jax.random.key(0))
     assert np.all(np.isfinite(metrics["response_loss"]))
-    obs_dim = config.env.build().obs_dim
+    env = config.env.build()
     kernels = [leaf.shape for leaf in jax.tree_util.tree_leaves(state.roles.response.params)
                if leaf.ndim == 3]  # [M, inputs, outputs]
-    assert kernels[-1] == (2, 64, 2 * obs_dim)  # a mean and a log-scale per observation feature
+    if model == "forward":
+        assert kernels[0][1] == env.obs_dim + env.num_actions
+        assert kernels[-1] == (2, 64, 2 * env.obs_dim)
+    else:
+        assert kernels[0][1] == 2 * env.obs_dim + 1
+        assert kernels[-1] == (2, 64, env.num_actions)
 
 
 def test_no_type_metrics_without_types(tiny_ridehailing):
