@@ -77,11 +77,10 @@ class GroupResponse(nn.Module):
     def __call__(self, data: ResponseData):
         """Every group's distribution, batch shape [M, B]: of e_{t+1} (forward), of a_t (inverse)."""
         out = self.head(data.states, data.encoded if self.kind == "forward" else data.outcomes)
-        if self.kind == "inverse":
-            mask = jnp.broadcast_to(data.action_mask, (self.num_groups,) + data.action_mask.shape)
-            return action_distribution(self.action_kind, out, mask)
-        mean, log_std = jnp.split(out, 2, axis=-1)
-        return distrax.MultivariateNormalDiag(mean, jnp.exp(jnp.clip(log_std, -5.0, 2.0)))
+        if self.kind == "forward":  # the Gaussian policy head's distribution (its mask is unused)
+            return action_distribution("gaussian", out, out)
+        mask = jnp.broadcast_to(data.action_mask, (self.num_groups,) + data.action_mask.shape)
+        return action_distribution(self.action_kind, out, mask)
 
 
 def init_response(model: GroupResponse, key: jax.Array, state_dim: int):
