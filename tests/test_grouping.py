@@ -181,6 +181,7 @@ def test_paper_literal_selector_still_trains(tiny_lbf):
                                  {"response_steps": 0}, {"response_selector": "gain"},
                                  {"response_temperature": 0.0}, {"response_target": "reward"},
                                  {"response_smoothing": 1.5}, {"response_updates": 0},
+                                 {"response_batch": 0}, {"vlstm_grad_steps": -1},
                                  {"response_lr": 0.0}, {"response_model": "backward"},
                                  {"response_prior": "flat"}, {"selector_updates": -1}])
 def test_bad_selector_settings(bad):

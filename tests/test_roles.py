@@ -319,6 +319,34 @@ def test_vlstm_gradient_subset_keeps_every_embedding_and_is_unbiased():
     np.testing.assert_allclose(loss_and_grad(grad_sequences=B)[0], full_loss, rtol=1e-6)
 
 
+def test_vlstm_gradient_window_keeps_every_embedding_and_its_blocks_add_up_to_the_full_loss():
+    model, params, data = _vlstm_batch(T=6)
+
+    def loss_and_grad(**kw):
+        (loss, h), grads = jax.value_and_grad(
+            lambda p: vlstm_elbo(model, p, jax.random.key(4), *data, **kw),
+            has_aux=True)(params)
+        return loss, h, jax.flatten_util.ravel_pytree(grads)[0]
+
+    full_loss, full_h, full_grads = loss_and_grad()
+    # W = 2 divides T = 6: the three blocks, each started from the full pass's carry and scaled by
+    # T / W, average to the full loss; each block's own gradient is not the full one.
+    blocks = [loss_and_grad(grad_steps=2, window_start=jnp.int32(t)) for t in (0, 2, 4)]
+    np.testing.assert_allclose(np.mean([b[0] for b in blocks]), full_loss, rtol=1e-5)
+    for _, h, grads in blocks:
+        np.testing.assert_allclose(h, full_h, rtol=1e-5, atol=1e-6)
+        assert not np.allclose(grads, full_grads, rtol=1e-2)
+    # Together with a subset of sequences, and drawn at random: h_a is still the full pass's, and
+    # every draw is one of the blocks (the last one ends at T when W does not divide T).
+    _, h, _ = loss_and_grad(grad_steps=4, grad_sequences=2)
+    np.testing.assert_allclose(h, full_h, rtol=1e-5, atol=1e-6)
+    drawn = float(loss_and_grad(grad_steps=4)[0])
+    candidates = [float(loss_and_grad(grad_steps=4, window_start=jnp.int32(t))[0]) for t in (0, 2)]
+    assert min(abs(drawn - c) for c in candidates) < 1e-5 * abs(drawn), (drawn, candidates)
+    # W >= T is the full loss.
+    np.testing.assert_allclose(loss_and_grad(grad_steps=6)[0], full_loss, rtol=1e-6)
+
+
 def test_vlstm_remat_gives_the_same_loss_embeddings_and_gradients():
     # T = 9: blocks of 3 steps, each step checkpointed as well.
     model, params, data = _vlstm_batch(T=9)
@@ -332,7 +360,7 @@ def test_vlstm_remat_gives_the_same_loss_embeddings_and_gradients():
     # Full batch and a subset of sequences: recomputing each step's activations in the backward
     # pass runs the same operations again; XLA fuses them differently, so loss, h_a and gradient
     # agree to float32 rounding (measured: at most 5e-7 apart).
-    for kw in ({}, {"grad_sequences": 2}):
+    for kw in ({}, {"grad_sequences": 2}, {"grad_steps": 3, "grad_sequences": 2}):
         stored, recomputed = loss_and_grad(False, **kw), loss_and_grad(True, **kw)
         assert np.abs(stored[2]).max() > 0
         for a, b in zip(stored, recomputed):

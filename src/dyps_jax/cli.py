@@ -82,6 +82,8 @@ _HELP = {
     "selector_updates": "group-selector optimiser steps per iteration, on that iteration's batch "
                         "(0: one per episode, as Algorithm 1)",
     "response_updates": "Adam steps of the group-response models per iteration (EM's M-step)",
+    "response_batch": "transitions per M-step of the group-response models (at most those the "
+                      "E-step scores)",
     "response_lr": "learning rate of the group-response models",
     "response_temperature": "divides the group response's evidence in its E-step (1: the exact "
                             "posterior; larger: softer responsibilities)",
@@ -95,6 +97,8 @@ _HELP = {
     "vlstm_decoder": "VLSTM decoder input besides (z_t, h_t-1): paper (nothing) or action (a_t)",
     "vlstm_grad_sequences": "agent sequences per iteration the VLSTM's gradient is computed on "
                             "(0: all, the paper); every agent's h_a still comes from all of them",
+    "vlstm_grad_steps": "consecutive steps of those sequences the VLSTM's gradient runs through, "
+                        "a window drawn every iteration (0: the whole episode, the paper)",
     "agent_embedding": "h_a: final (h_T, the paper) or mean (of h_t over the episode)",
     "gamma": "discount (Table 6)",
     "clip_eps": "PPO clip (Table 6)",

@@ -625,9 +625,9 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             smoothing = share.response_smoothing
             weights = (1.0 - smoothing) * responsibilities + smoothing / n_sets  # [E, N, M]
             # M-step: `response_updates` Adam steps, each on as many random transitions as the
-            # E-step scored (at most aux_samples, so that 3130 medical regions cost no more than
-            # the CVAE's step); an agent's responsibilities hold for all its steps.
-            rows = min(share.response_steps * n_envs * n_agents, share.aux_samples)
+            # E-step scored, at most response_batch (its cost must not grow with the number of
+            # agents); an agent's responsibilities hold for all its steps.
+            rows = min(share.response_steps * n_envs * n_agents, share.response_batch)
 
             def m_step(learner: Learner, k: jax.Array):
                 t, e, n = jnp.unravel_index(
@@ -664,7 +664,8 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
                 lambda p: vlstm_elbo(vlstm_net, p, k_vlstm, to_batch(traj.obs), to_batch(action),
                                      to_batch(traj.reward), final_obs.reshape(-1, env.obs_dim),
                                      to_batch(traj.valid), share.agent_embedding,
-                                     share.vlstm_decoder == "action", share.vlstm_grad_sequences),
+                                     share.vlstm_decoder == "action", share.vlstm_grad_sequences,
+                                     grad_steps=share.vlstm_grad_steps),
                 has_aux=True,
             )(roles.vlstm.params)
             vlstm = _apply(role_tx, roles.vlstm, vlstm_grads)

@@ -12,10 +12,15 @@ embedding is h_T, the hidden state after its whole trajectory. The LSTM runs by 
 with agents and environments flattened into the batch axis.
 
 With `grad_sequences` = S smaller than the batch B, the ELBO and its gradient come from S sequences
-drawn uniformly without replacement, scaled by B / S: an unbiased estimate of the full-batch loss and
-gradient, at the cost of S sequences instead of B for the backward pass and its stored activations.
-Every sequence's h still comes from the same scan (encoder and LSTM cell only, without gradient), so
-the embeddings are exactly those of the full pass (docs/algorithms.md, "VLSTM gradient on a subset").
+drawn uniformly without replacement, scaled by B / S: an unbiased estimate of the full-batch loss
+and gradient, at the cost of S sequences instead of B for the backward pass and its stored
+activations. Every sequence's h still comes from a scan over all of them (encoder and LSTM cell
+only, without gradient), so the embeddings are exactly those of the full pass (docs/algorithms.md,
+"VLSTM gradient on a subset").
+With `grad_steps` = W smaller than T, those sequences' loss is also cut to one window of W
+consecutive steps, scaled by T / W, and reverse mode runs W steps instead of T (truncated
+backpropagation through time); the window starts from the carry the full pass reaches there
+(docs/algorithms.md).
 
 `u_t` is empty in the paper's reading (the default): the decoder then predicts s_{t+1} without the action a_t that
 produces it, so nothing rewards h for knowing how the agent's actions move it (its role, e.g. a
@@ -120,6 +125,8 @@ def vlstm_elbo(
     decode_action: bool = False,
     grad_sequences: int = 0,
     subset: jax.Array | None = None,
+    grad_steps: int = 0,
+    window_start: jax.Array | None = None,
     remat: bool = True,
 ) -> tuple[jax.Array, jax.Array]:
     """Negative ELBO (eq. 12) averaged over valid steps, and the role embeddings.
@@ -143,6 +150,14 @@ def vlstm_elbo(
         valid steps of all B: unbiased for the full loss, and so is its gradient.
       subset: int32[S], the sequences of the loss instead of a random draw (tests: a partition of
         the batch into equal subsets averages to the full gradient exactly).
+      grad_steps: W; 0 or W >= T differentiates all T steps. Otherwise the loss is (T / W) x the
+        summed loss of one window of W consecutive steps (one of the ceil(T / W) blocks, drawn
+        with `key`; the last block ends at T), starting from the sequences' carry at the window's
+        start as the whole-episode pass gives it, without gradient: truncated backpropagation
+        through time. Reverse mode then runs W steps instead of T. Unbiased for the loss when W
+        divides T; the gradient ignores what a step before the window contributes through the
+        carry.
+      window_start: int32[], the window's first step instead of a random block (tests).
       remat: recompute activations in the backward pass instead of storing them
         (`jax.checkpoint` on the differentiated step, and on blocks of about sqrt(T) steps):
         reverse mode keeps about 2 sqrt(T) carries f32[S, hidden] x 2, not the encoder, prior,
@@ -173,8 +188,11 @@ def vlstm_elbo(
                 action if decode_action else jnp.zeros((B, 0), action.dtype))
 
     xs = (jnp.arange(T), states, actions, rewards, valid)
+    window = grad_steps if 0 < grad_steps < T else T
     if subset is None and 0 < grad_sequences < B:
         subset = jax.random.choice(jax.random.fold_in(key, 1), B, (grad_sequences,), replace=False)
+    if subset is None and window < T:
+        subset = jnp.arange(B)
     total_valid = jnp.maximum(valid.sum(), 1.0)
     loss_step: Callable[..., Any] = functools.partial(_loss_step, model)
     if remat:
@@ -191,24 +209,38 @@ def vlstm_elbo(
         ((_, h_final), h_sum), losses = scan(step, ((zeros, zeros), zeros), xs)
         loss = losses.sum() / total_valid
     else:
-        # One scan: every sequence's recurrence under stop_gradient(params), so reverse mode keeps
-        # nothing of it, and the full step (prior, decoder, loss) on the subset's own carry.
+        # Window w of ceil(T / W) blocks of W steps (the last one ends at T), drawn uniformly.
+        blocks = -(-T // window)
+        start = (jnp.minimum(jax.random.randint(jax.random.fold_in(key, 2), (), 0, blocks) * window,
+                             T - window) if window_start is None else window_start)
+        # Every sequence's recurrence under stop_gradient(params), so reverse mode keeps nothing
+        # of it; the subset's carry at the window's start is where its differentiated steps begin.
         frozen = jax.lax.stop_gradient(params)
 
-        def step(carry, x):
-            (lstm_carry, h_sum), sub_carry = carry
-            inputs = step_inputs(x)
-            state, lstm_input, _, eps, alive, _ = inputs
+        def recur(carry, x):
+            lstm_carry, h_sum, begin = carry
+            t = x[0]
+            begin = jax.tree.map(lambda b, c: jnp.where(t == start, c[subset], b), begin,
+                                 lstm_carry)
+            state, lstm_input, _, eps, alive, _ = step_inputs(x)
             new_carry, _, _ = cast(tuple[Any, jax.Array, Any], model.apply(
                 frozen, lstm_carry, state, lstm_input, eps, method=VLSTM.recur))
             lstm_carry = _freeze_ended(alive, new_carry, lstm_carry)
-            sub_carry, sub_loss = loss_step(params, sub_carry, tuple(v[subset] for v in inputs))
-            return ((lstm_carry, h_sum + lstm_carry[1] * alive[:, None]), sub_carry), sub_loss
+            return (lstm_carry, h_sum + lstm_carry[1] * alive[:, None], begin), None
 
         sub_zeros = jnp.zeros((subset.shape[0], model.hidden))
-        (((_, h_final), h_sum), _), losses = scan(
-            step, (((zeros, zeros), zeros), (sub_zeros, sub_zeros)), xs)
-        loss = losses.sum() * (B / subset.shape[0]) / total_valid
+        ((_, h_final), h_sum, begin), _ = jax.lax.scan(
+            recur, ((zeros, zeros), zeros, (sub_zeros, sub_zeros)), xs)
+
+        def step(carry, x):
+            inputs = tuple(v[subset] for v in step_inputs(x))
+            return loss_step(params, carry, inputs)
+
+        in_window = jax.tree.map(
+            lambda x: jax.lax.dynamic_slice_in_dim(x, start, window, axis=0), xs)
+        _, losses = scan(step, begin, in_window)
+        # Unbiased for the full loss when W divides T (each step then lies in exactly one block).
+        loss = losses.sum() * (B / subset.shape[0]) * (T / window) / total_valid
     steps = jnp.maximum(valid.sum(axis=0), 1.0)[:, None]
     return loss, h_final if embedding == "final" else h_sum / steps
 
