@@ -155,8 +155,7 @@ def main(argv: list[str] | None = None) -> str:
             common.command_line("bench_grouped_params.py", argv),
             f"{device.device_kind} ({device.platform}), {common.host()}",
         ),
-        f"- load average (1/5/15 min) at start {load_start}, at end {common.load_average()}; "
-        f"whole run {time.perf_counter() - t_start:.0f}s" + (f". {args.note}" if args.note else ""),
+        common.load_line(load_start, time.perf_counter() - t_start, args.note),
         f"- MLP {args.dim} -> {args.hidden} -> {args.hidden} -> {args.outputs} (tanh), weights "
         f"stacked per group; `jit(value_and_grad)` of a {args.steps}-step `lax.scan`, one row of N "
         f"agents per step; median of {args.repeats} calls after a warm-up, compile excluded; temp: "

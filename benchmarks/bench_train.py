@@ -240,10 +240,9 @@ def main(argv: list[str] | None = None) -> str:
             common.command_line("bench_train.py", argv),
             f"{device.device_kind} ({device.platform}), {common.host()}",
         ),
-        f"- load average (1/5/15 min) at start {load_start}, at end {common.load_average()}; "
-        "the 2 cores were "
-        "shared with other users' jobs, so absolute figures are noisy (ratios within one run "
-        f"less so); whole run {total_s:.0f}s" + (f". {args.note}" if args.note else ""),
+        common.load_line(load_start, total_s, args.note),
+        "- absolute figures move with other jobs on the machine (the load averages above); "
+        "ratios within one run less so.",
         "- E parallel environments (column E), preset hyper-parameters (PPO "
         "4 epochs); one iteration = one episode per environment plus all updates; "
         f"{args.iterations} iterations per compiled call, "

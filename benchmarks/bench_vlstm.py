@@ -59,10 +59,10 @@ def main(argv: list[str] | None = None) -> str:
     T, B, D, A = args.steps, args.sequences, args.obs_dim, args.actions
     model = VLSTM(target_dim=D + 1)
     params = init_vlstm(model, jax.random.key(0), D, D + A + 1)
-    k_data, k_act, key = jax.random.split(jax.random.key(1), 3)
-    data = (jax.random.normal(k_data, (T, B, D)),
+    k_states, k_final, k_act, key = jax.random.split(jax.random.key(1), 4)
+    data = (jax.random.normal(k_states, (T, B, D)),
             jax.nn.one_hot(jax.random.randint(k_act, (T, B), 0, A), A),
-            jnp.zeros((T, B)), jax.random.normal(k_data, (B, D)), jnp.ones((T, B)))
+            jnp.zeros((T, B)), jax.random.normal(k_final, (B, D)), jnp.ones((T, B)))
 
     def elbo(p, **kw):
         return vlstm_elbo(model, p, key, *data, grad_sequences=args.grad_sequences, **kw)
@@ -88,8 +88,7 @@ def main(argv: list[str] | None = None) -> str:
             common.command_line("bench_vlstm.py", argv),
             f"{device.device_kind} ({device.platform}), {common.host()}",
         ),
-        f"- load average (1/5/15 min) at start {load_start}, at end {common.load_average()}; "
-        f"whole run {time.perf_counter() - t_start:.0f}s",
+        common.load_line(load_start, time.perf_counter() - t_start),
         f"- T = {T} steps, B = {B} sequences, D = {D}, A = {A}, gradient on "
         f"min(B, {args.grad_sequences}) sequences; `jit` of `vlstm_elbo` alone, median of "
         f"{args.repeats} calls after a warm-up, compile excluded.",

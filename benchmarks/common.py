@@ -90,6 +90,13 @@ def load_average() -> str:
     return "/".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def load_line(load_start: str, seconds: float, note: str = "") -> str:
+    """The results bullet with the load averages at the start (`load_average()` then) and now, the
+    run's wall seconds, and an optional free-text note."""
+    return (f"- load average (1/5/15 min) at start {load_start}, at end {load_average()}; "
+            f"whole run {seconds:.0f}s" + (f". {note}" if note else ""))
+
+
 def header_lines(
     title: str, command: str, device: str, jax_version: str | None = None
 ) -> list[str]:
