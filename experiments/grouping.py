@@ -47,6 +47,8 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "ps": ("ps", {}),
     "ps-id": ("ps-id", {}),
     "nops": ("nops", {}),
+    # The grouping DyPS should find, given: one parameter set per true type.
+    "ps-types": ("ps-types", {}),
 }
 GROUPING = ("selector_entropy", "group_changes", "type_ari", "type_purity", "role_separation")
 RESPONSE = ("response_type_ari", "response_confidence", "response_spread",

@@ -164,6 +164,9 @@ def test_group_probabilities(tiny_lbf, method):
         np.testing.assert_array_equal(probs, 1.0)
     elif assignment == "clusters":  # SePS: one-hot clusters (set 0 while pre-training)
         np.testing.assert_array_equal(probs.max(-1), 1.0)
+    elif assignment == "types":  # the type oracle: one-hot true types
+        types = config.env.build().agent_types
+        np.testing.assert_array_equal(probs, np.broadcast_to(np.eye(3)[types], probs.shape))
 
 
 def test_paper_literal_selector_still_trains(tiny_lbf):

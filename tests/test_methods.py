@@ -35,12 +35,13 @@ def _moved(before, after) -> np.ndarray:
 
 
 def test_method_table_sizes_and_inputs():
-    n, m, h = 6, 3, 5
+    n, m, h, k = 6, 3, 5, 2
     expected = {"nops": n, "ps": 1, "ps-id": 1, "psa": n, "seps": m, "dyps": m,
-                "dyps-no-cvae": m, "dyps-no-vlstm": m, "dyps-no-repr": m, "role-as-state": 1}
+                "dyps-no-cvae": m, "dyps-no-vlstm": m, "dyps-no-repr": m, "role-as-state": 1,
+                "ps-types": k}
     assert set(expected) == set(dyps_jax.METHODS)
     for method, sets in expected.items():
-        assert sharing.METHOD_SPECS[method].num_param_sets(n, m) == sets, method
+        assert sharing.METHOD_SPECS[method].num_param_sets(n, m, k) == sets, method
     obs = jnp.ones((2, n, 4))
     emb = jnp.arange(2 * n * h, dtype=jnp.float32).reshape(2, n, h)
     x = sharing.policy_features(sharing.METHOD_SPECS["role-as-state"], obs, emb)
@@ -208,6 +209,21 @@ def test_every_algo_under_vmap_with_seps(tiny_lbf):
 def test_bad_combinations_stop_before_compiling(kwargs, match):
     with pytest.raises(ValueError, match=match):
         dyps_jax.make_config(**{"env": "lbf-1", **kwargs})
+
+
+def test_type_oracle_gives_each_agent_the_set_of_its_true_type(tiny_lbf):
+    config = _config(tiny_lbf, "ps-types")
+    types = config.env.build().agent_types  # fixed levels i mod 3 of 4 agents: 0, 1, 2, 0
+    assert config.num_param_sets == 3
+    state0, state1, _ = _run(config)
+    probs = dyps_jax.group_probabilities(config, state1)
+    np.testing.assert_array_equal(np.argmax(probs, -1), np.tile(types, (4, 1)))
+    assert _moved(state0.policy.params, state1.policy.params).all()
+
+
+def test_type_oracle_needs_agent_types(tiny_ridehailing):
+    with pytest.raises(ValueError, match="ps-types.*defines no agent types.*rolegame"):
+        dyps_jax.make_config(env=tiny_ridehailing, method="ps-types")
 
 
 def test_copo_needs_neighbourhoods(tmp_path):

@@ -21,7 +21,7 @@ from typing import Any
 from dyps_jax import envs, mesh, neighbourhoods
 from dyps_jax.algos import ALGOS
 from dyps_jax.roles.response import RESPONSE_MODELS
-from dyps_jax.sharing import METHOD_SPECS, MethodSpec
+from dyps_jax.sharing import METHOD_SPECS, MethodSpec, num_types
 
 METHODS = tuple(METHOD_SPECS)
 SELECTOR_SIGNALS = ("group-advantage", "team-return")
@@ -186,7 +186,9 @@ class TrainConfig:
     @property
     def num_param_sets(self) -> int:
         """G, the length of the leading group axis of the policy parameters."""
-        return self.method_spec.num_param_sets(self.num_agents, self.sharing.num_groups)
+        return self.method_spec.num_param_sets(
+            self.num_agents, self.sharing.num_groups,
+            num_types(getattr(self.env.build(), "agent_types", None)))
 
     @property
     def seps_pretrain_iterations(self) -> int:
@@ -465,6 +467,11 @@ def _validate_combination(config: TrainConfig) -> None:
                          "has none (global_state_dim = 0); use ippo or copo")
     if config.algo == "copo":
         neighbourhoods.neighbourhood(env)  # raises if the scenario has no neighbourhoods
+    if config.method_spec.assignment == "types" and getattr(env, "agent_types", None) is None:
+        raise ValueError(f"method: {config.method} gives each agent the parameter set of its true "
+                         f"type, but {config.env.name!r} defines no agent types; scenarios that "
+                         "do: lbf with fixed levels (lbf-1, lbf-2), rware (the robot colours), "
+                         "rolegame")
     if config.method == "seps":
         fraction = config.sharing.seps_pretrain_fraction
         if not 0.0 < fraction < 1.0:

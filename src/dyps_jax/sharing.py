@@ -15,6 +15,7 @@ One rollout loop and one PPO update serve them all (docs/methods.md); `train.py`
 | dyps-no-vlstm | num_groups | sampled, logits I_a W z_g                    | o               | CVAE       |
 | dyps-no-repr  | num_groups | sampled, logits MLP(I_a)                     | o               |            |
 | role-as-state | 1          | zeros, fixed                                 | o + h_a         | VLSTM      |
+| ps-types      | K types    | the agent's true type, fixed (an oracle)     | o               |            |
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-ASSIGNMENTS = ("identity", "shared", "selector", "clusters")
+ASSIGNMENTS = ("identity", "shared", "selector", "clusters", "types")
 SELECTORS = ("dyps", "no-cvae", "no-vlstm", "no-repr")
 
 
@@ -35,7 +36,9 @@ class MethodSpec:
     Attributes:
       assignment: "identity" (agent n uses set n, G = N), "shared" (all use set 0, G = 1),
         "selector" (sampled every iteration from an eq. 13 selector, G = num_groups) or "clusters"
-        (SePS: set 0 while pre-training, then a fixed clustering of agent ids, G = num_groups).
+        (SePS: set 0 while pre-training, then a fixed clustering of agent ids, G = num_groups) or
+        "types" (agent n uses the set of its true type `env.agent_types[n]`, G = the number of
+        types: the grouping DyPS should find, given by an oracle, on scenarios that define types).
       selector: which eq. 13 selector scores the groups (`selectors.py`); None without one.
       agent_id: the policy input carries the agent's one-hot id (PS-id).
       role_embedding: the policy input carries h_a, the agent's VLSTM embedding (role-as-state).
@@ -63,8 +66,9 @@ class MethodSpec:
         """The train state carries `RoleState` (VLSTM, CVAE, selector)."""
         return self.selector is not None or self.role_embedding
 
-    def num_param_sets(self, num_agents: int, num_groups: int) -> int:
-        return {"identity": num_agents, "shared": 1}.get(self.assignment, num_groups)
+    def num_param_sets(self, num_agents: int, num_groups: int, num_types: int = 0) -> int:
+        return {"identity": num_agents, "shared": 1, "types": num_types}.get(self.assignment,
+                                                                            num_groups)
 
 
 METHOD_SPECS: dict[str, MethodSpec] = {
@@ -78,15 +82,29 @@ METHOD_SPECS: dict[str, MethodSpec] = {
     "dyps-no-vlstm": MethodSpec("selector", selector="no-vlstm"),
     "dyps-no-repr": MethodSpec("selector", selector="no-repr"),
     "role-as-state": MethodSpec("shared", role_embedding=True),
+    "ps-types": MethodSpec("types"),
 }
 
 
-def fixed_assignment(spec: MethodSpec, num_envs: int, num_agents: int) -> jax.Array:
-    """int32[E, N] for the assignments that never change (SePS: the one of its pre-training)."""
+def num_types(agent_types) -> int:
+    """K, the number of true agent types of `env.agent_types` (int[N] or None: 0)."""
+    return 0 if agent_types is None else int(max(agent_types)) + 1
+
+
+def fixed_assignment(spec: MethodSpec, num_envs: int, num_agents: int,
+                     agent_types=None) -> jax.Array:
+    """int32[E, N] for the assignments that never change (SePS: the one of its pre-training).
+
+    `agent_types` (int[N], the environment's) is what the "types" assignment uses.
+    """
     if spec.assignment == "identity":
         row = jnp.arange(num_agents, dtype=jnp.int32)
     elif spec.assignment in ("shared", "clusters"):
         row = jnp.zeros(num_agents, jnp.int32)
+    elif spec.assignment == "types":
+        if agent_types is None:
+            raise ValueError("assignment: 'types' needs the environment's agent_types")
+        row = jnp.asarray(agent_types, jnp.int32)
     else:
         raise ValueError(f"assignment: {spec.assignment!r} is sampled, not fixed")
     return jnp.broadcast_to(row, (num_envs, num_agents))

@@ -193,7 +193,8 @@ def group_probabilities(config: TrainConfig, state: TrainState) -> jax.Array:
     env = config.env.build()
     spec = config.method_spec
     if spec.selector is None:
-        groups = sharing.fixed_assignment(spec, config.num_envs, env.num_agents)
+        groups = sharing.fixed_assignment(spec, config.num_envs, env.num_agents,
+                                          getattr(env, "agent_types", None))
         if state.seps is not None:
             groups = jnp.broadcast_to(state.seps.assignment, groups.shape)
         return jax.nn.one_hot(groups, config.num_param_sets)
@@ -230,7 +231,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
     clusters = spec.assignment == "clusters"
     central, copo = config.algo == "mappo", config.algo == "copo"
     agent_types = getattr(env, "agent_types", None)
-    num_types = 0 if agent_types is None else int(agent_types.max()) + 1
+    num_types = sharing.num_types(agent_types)
     # Shared critics (one parameter set each, stacked [C, ...]) and the reward each one predicts.
     shared_signals = (("individual",) if spec.shared_critic else ()) + (
         ("neighbourhood", "team") if copo else ())
@@ -761,7 +762,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             logits = _selector_logits(models, roles)
             groups = shard.envs(sample_groups(k_assign, logits))
         else:
-            groups = sharing.fixed_assignment(spec, n_envs, n_agents)
+            groups = sharing.fixed_assignment(spec, n_envs, n_agents, agent_types)
             if clusters:
                 assert state.seps is not None
                 groups = jnp.broadcast_to(state.seps.assignment, groups.shape)

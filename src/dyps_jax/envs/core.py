@@ -122,7 +122,8 @@ class Environment(Protocol):
     @property
     def agent_types(self) -> np.ndarray | None:
         """int32[N], each agent's true hidden type (>= 0) where the scenario has one, else None:
-        only the grouping diagnostics read it (ARI, purity, role separation)."""
+        the grouping diagnostics read it (ARI, purity, role separation) and the type-oracle
+        method ps-types uses it as its fixed assignment."""
         ...
 
     def reset(self, key: jax.Array) -> tuple[Any, TimeStep]: ...
