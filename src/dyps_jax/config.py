@@ -186,9 +186,10 @@ class TrainConfig:
     @property
     def num_param_sets(self) -> int:
         """G, the length of the leading group axis of the policy parameters."""
+        env = self.env.build()
         return self.method_spec.num_param_sets(
-            self.num_agents, self.sharing.num_groups,
-            num_types(getattr(self.env.build(), "agent_types", None)))
+            int(env.num_agents), self.sharing.num_groups,
+            num_types(getattr(env, "agent_types", None)))
 
     @property
     def seps_pretrain_iterations(self) -> int:
