@@ -148,14 +148,10 @@ def main(argv: list[str] | None = None) -> str:
 
     load_start, t_start = common.load_average(), time.perf_counter()
     rows = [r for n in agents for g in group_counts for r in measure(n, g, args)]
-    device = jax.devices()[0]
     lines = [
-        *common.header_lines(
-            "Grouped parameters: how agents reach their group's weights",
-            common.command_line("bench_grouped_params.py", argv),
-            f"{device.device_kind} ({device.platform}), {common.host()}",
-        ),
-        common.load_line(load_start, time.perf_counter() - t_start, args.note),
+        *common.run_header("Grouped parameters: how agents reach their group's weights",
+                           "bench_grouped_params.py", argv, load_start,
+                           time.perf_counter() - t_start, args.note),
         f"- MLP {args.dim} -> {args.hidden} -> {args.hidden} -> {args.outputs} (tanh), weights "
         f"stacked per group; `jit(value_and_grad)` of a {args.steps}-step `lax.scan`, one row of N "
         f"agents per step; median of {args.repeats} calls after a warm-up, compile excluded; temp: "

@@ -233,14 +233,9 @@ def main(argv: list[str] | None = None) -> str:
             )
     total_s = time.perf_counter() - t_start
 
-    device = jax.devices()[0]
     lines = [
-        *common.header_lines(
-            "Full-training throughput",
-            common.command_line("bench_train.py", argv),
-            f"{device.device_kind} ({device.platform}), {common.host()}",
-        ),
-        common.load_line(load_start, total_s, args.note),
+        *common.run_header("Full-training throughput", "bench_train.py", argv, load_start, total_s,
+                           args.note),
         "- absolute figures move with other jobs on the machine (the load averages above); "
         "ratios within one run less so.",
         "- E parallel environments (column E), preset hyper-parameters (PPO "

@@ -81,14 +81,9 @@ def main(argv: list[str] | None = None) -> str:
         ms = common.time_calls(compiled, params, repeats=args.repeats) * 1e3
         rows.append((name, ms))
         print(f"{name}: {ms:.1f} ms", flush=True)
-    device = jax.devices()[0]
     lines = [
-        *common.header_lines(
-            "VLSTM: forward pass and gradient through a window of steps",
-            common.command_line("bench_vlstm.py", argv),
-            f"{device.device_kind} ({device.platform}), {common.host()}",
-        ),
-        common.load_line(load_start, time.perf_counter() - t_start),
+        *common.run_header("VLSTM: forward pass and gradient through a window of steps",
+                           "bench_vlstm.py", argv, load_start, time.perf_counter() - t_start),
         f"- T = {T} steps, B = {B} sequences, D = {D}, A = {A}, gradient on "
         f"min(B, {args.grad_sequences}) sequences; `jit` of `vlstm_elbo` alone, median of "
         f"{args.repeats} calls after a warm-up, compile excluded.",

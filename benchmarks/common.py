@@ -119,6 +119,18 @@ def header_lines(
     ]
 
 
+def run_header(title: str, script: str, argv: Sequence[str] | None, load_start: str,
+               seconds: float, note: str = "") -> list[str]:
+    """`header_lines` for this process's first jax device, then `load_line`: the head of a results
+    file of a run on one machine."""
+    import jax
+
+    device = jax.devices()[0]
+    return [*header_lines(title, command_line(script, argv),
+                          f"{device.device_kind} ({device.platform}), {host()}"),
+            load_line(load_start, seconds, note)]
+
+
 def add_out_argument(parser: argparse.ArgumentParser, default: Path, what: str = "the table"):
     """`--out [PATH]`: bare `--out` writes to `default` (under benchmarks/results/)."""
     parser.add_argument(

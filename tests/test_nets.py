@@ -96,7 +96,9 @@ def test_blocked_apply_equals_select_outputs_and_gradients(groups_of):
 
 
 def test_strategy_rule_and_bad_strategy():
-    assert not use_blocks(10_000, 1) and not use_blocks(100, 4) and use_blocks(1536, 4)
+    assert not use_blocks(10_000, 1) and not use_blocks(64, 4) and use_blocks(1536, 4)
+    assert use_blocks(96, 4) and use_blocks(96, 64) and not use_blocks(96, 2)
+    assert use_blocks(128, 2) and not use_blocks(128, 3)
     assert block_size(1536, 4) == 32 and block_size(394_380, 4) == 1024 and block_size(40, 8) == 16
     net = ActorCritic(head_size=5, hidden_size=16)
     params = init_stacked(net, jax.random.key(0), 2, jnp.zeros((1, 7)))

@@ -153,8 +153,15 @@ def block_size(rows: int, num_groups: int) -> int:
 
 def use_blocks(rows: int, num_groups: int) -> bool:
     """The strategy rule of `grouped_apply` for a shared (not per-agent) assignment: blocks when
-    G >= 2 and there are enough rows to fill blocks (benchmarks/results/grouped_params.md)."""
-    return num_groups >= 2 and rows >= 64 * num_groups
+    G >= 2 and there are enough rows to fill blocks (benchmarks/results/grouped_params.md, and
+    grouped_params_small.md for the small presets' 16-256 rows per rollout step).
+
+    Blocks cost about R + 16 G rows of one network (at most one padded block of 16 rows per
+    group) plus the scatter and gather; select costs G x R. With G >= 4, blocks won from R = 96
+    rows on (G = 4: 28 against select's 55 ms at 96 rows, 44 against 90 at 128; select won at
+    64); with G = 2 they held level with select up to R = 128.
+    """
+    return num_groups >= 2 and rows >= (96 if num_groups >= 4 else 64 * num_groups)
 
 
 def blocked_apply(apply_fn: Callable[..., Any], params: Any, x: jax.Array, groups: jax.Array,
