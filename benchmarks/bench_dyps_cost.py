@@ -35,10 +35,7 @@ import jax
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
-from bench_train import peak_bytes  # noqa: E402
-
-from dyps_jax.config import make_config  # noqa: E402
-from dyps_jax.train import make_train_fns  # noqa: E402
+from bench_train import compile_training, peak_bytes  # noqa: E402
 
 DEFAULT_OUT = common.RESULTS / "dyps_cost.md"
 
@@ -55,14 +52,7 @@ STAGES: tuple[tuple[str, str, dict[str, Any]], ...] = (
 def time_stage(env_name: str, method: str, overrides: dict[str, Any], iterations: int,
                repeats: int) -> dict[str, float]:
     """Wall and CPU seconds per iteration (medians) and peak GB of one configuration."""
-    config = make_config(env=env_name, method=method, checkpoint_every=0, **overrides)
-    if method == "seps":
-        # One pre-training iteration: the switch to the clustered groups happens in the warm-up.
-        config = make_config(env=env_name, method=method, checkpoint_every=0,
-                             seps_pretrain_fraction=0.5 / config.num_iterations, **overrides)
-    fns = make_train_fns(config)
-    state = jax.jit(fns.init)(jax.random.key(0))
-    compiled = jax.jit(fns.iterate, static_argnums=1).lower(state, iterations).compile()
+    config, state, compiled, _ = compile_training(env_name, method, iterations, **overrides)
     state, out = compiled(state)  # warm-up
     jax.block_until_ready((state, out))
     walls, cpus = [], []

@@ -41,6 +41,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -122,12 +123,11 @@ def env_only_rate(env, batch: int, steps: int, repeats: int) -> tuple[float, flo
     return batch * steps / sec, compile_s
 
 
-def train_rate(env_name: str, method: str, algo: str, num_envs: int | None, iterations: int,
-               repeats: int) -> dict:
-    """Compile and time `iterations` training iterations per call; returns one result row.
-
-    num_envs None: the preset's own."""
-    kw = {"env": env_name, "method": method, "algo": algo, "checkpoint_every": 0}
+def compile_training(env_name: str, method: str, iterations: int, num_envs: int | None = None,
+                     **overrides: Any):
+    """(config, initial state, the compiled `iterations`-iteration program, compile seconds) of a
+    preset and method with `make_config` overrides; num_envs None: the preset's own."""
+    kw = {"env": env_name, "method": method, "checkpoint_every": 0, **overrides}
     if num_envs is not None:
         kw["num_envs"] = num_envs
     config = make_config(**kw)
@@ -138,7 +138,16 @@ def train_rate(env_name: str, method: str, algo: str, num_envs: int | None, iter
     t0 = time.perf_counter()
     state = jax.jit(fns.init)(jax.random.key(0))
     compiled = jax.jit(fns.iterate, static_argnums=1).lower(state, iterations).compile()
-    compile_s = time.perf_counter() - t0
+    return config, state, compiled, time.perf_counter() - t0
+
+
+def train_rate(env_name: str, method: str, algo: str, num_envs: int | None, iterations: int,
+               repeats: int) -> dict:
+    """Compile and time `iterations` training iterations per call; returns one result row.
+
+    num_envs None: the preset's own."""
+    config, state, compiled, compile_s = compile_training(env_name, method, iterations, num_envs,
+                                                          algo=algo)
     env_steps = config.num_envs * config.episode_length
     row = {
         "env": env_name,
