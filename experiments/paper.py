@@ -23,8 +23,11 @@ Outputs in `experiments/results/` (`--out`):
   of episode values), plus the missing rows;
 * `figure<k>.png` (and `.json` with the numbers drawn).
 
-Finished training jobs are cached in `<out>/paper_runs/` (keyed by scenario, row, budget and seeds),
-so a table or figure that needs the same job reuses it; `--fresh` retrains.
+Finished training jobs are kept in `<out>/paper_runs/` (keyed by scenario, row, budget and seeds;
+small JSON files, kept under version control so a paper-budget table can be finished over several
+sittings), so a table or figure that needs the same job reuses it; `--fresh` retrains, `--rows`
+trains only some rows. Each job records its git revision and date, and a table lists them, since
+a reused job may predate the current code.
 """
 
 from __future__ import annotations
@@ -190,7 +193,9 @@ def train_and_evaluate(config, seeds: int, chunk: int, episodes: int, greedy: bo
             "prevented_infections"}
     return {"evals": evals, "curves": {k: v for k, v in curves.items() if k in keep},
             "steps_per_iteration": config.num_envs * config.episode_length,
-            "total_steps": config.total_steps, "seconds": round(time.perf_counter() - t0, 1)}
+            "total_steps": config.total_steps, "seconds": round(time.perf_counter() - t0, 1),
+            "git": _git_rev(), "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+            "jax": jax.__version__, "device": jax.devices()[0].device_kind}
 
 
 class Runner:
@@ -224,6 +229,10 @@ class Runner:
             path = _job_path(a, scenario, label)
             if path.is_file() and not a.fresh:
                 outcome = json.loads(path.read_text())
+            elif a.rows is not None and row.label not in a.rows:
+                self.console.print(f"not run: {label} on {scenario} (not in --rows, not cached)")
+                self.progress.advance(self.task)
+                return {"not_run": True}
             else:
                 chunk = a.seed_chunk or a.seeds
                 outcome = train_and_evaluate(config, a.seeds, chunk, a.episodes, a.greedy)
@@ -258,11 +267,19 @@ def _git_rev() -> str:
                           text=True, cwd=HERE).stdout.strip()
 
 
+def _job_stamps(outcomes: dict) -> str:
+    """Where each trained job of a table comes from: cached jobs may predate the current code."""
+    stamps = [f"{label} on {Path(scenario).stem}: {o.get('git', 'unrecorded')}, {o['seconds']} s"
+              + (f", {o['date']}" if "date" in o else "")
+              for (scenario, label), o in outcomes.items() if "evals" in o]
+    return "; ".join(stamps) or "none"
+
+
 def marl_eval_json(table: Table, outcomes: dict) -> dict:
     """Per-seed evaluation episodes in the marl-eval layout (module docstring)."""
     data: dict = {}
     for (scenario, label), outcome in outcomes.items():
-        if "missing" in outcome:
+        if "missing" in outcome or "not_run" in outcome:
             continue
         kind = dyps_jax.envs.load_preset(scenario)["env"]["kind"]
         metrics = sorted({m for s, m in table.columns if s == scenario} | {"return"})
@@ -291,7 +308,7 @@ def write_table(table: Table, outcomes: dict, args: argparse.Namespace, seconds:
         for (scenario, metric), paper in zip(table.columns, row.paper):
             outcome = outcomes.get((scenario, row.label))
             paper_cells.append(_cell(paper))
-            if outcome is None:
+            if outcome is None or "not_run" in outcome:
                 cells.append("not run")
             elif "missing" in outcome:
                 cells.append("missing")
@@ -321,7 +338,9 @@ def write_table(table: Table, outcomes: dict, args: argparse.Namespace, seconds:
                      f"seed evaluated on {args.episodes} episodes ("
                      + ("greedy" if args.greedy else "sampled") + " policy; ride-hailing on the "
                      "replayed paper day). Ours: mean ± std over seeds of the per-seed means; "
-                     "paper: mean ± std over 5 seeds.")
+                     "paper: mean ± std over 5 seeds.  ")
+        lines.append("Jobs (git revision, wall seconds of training and evaluation, date): "
+                     + _job_stamps(outcomes) + ".")
     else:
         lines.append(f"Rules on the replayed paper day; Random over {args.episodes} episodes "
                      "(std over episodes), Greedy and Nearest are deterministic there.")
@@ -548,6 +567,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--episodes", type=int, default=10, help="evaluation episodes per seed")
     parser.add_argument("--greedy", action="store_true", help="evaluate the greedy policy")
     parser.add_argument("--fresh", action="store_true", help="retrain cached jobs")
+    parser.add_argument("--rows", type=lambda s: s.split(","), default=None,
+                        help="comma-separated row labels to train (e.g. DyPS,SePS); the other "
+                             "rows are taken from the cache where there, else written as not run")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     for name in ("seeds", "episodes"):
@@ -557,6 +579,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--seed-chunk, --steps: must be >= 0, got {args.seed_chunk}, {args.steps}")
     if args.steps:
         args.budget = args.steps
+    if args.rows is not None:
+        if not args.table:
+            parser.error("--rows: picks rows of a --table; a figure needs all of its jobs")
+        labels = [r.label for r in TABLES[args.table].rows]
+        unknown = [r for r in args.rows if r not in labels]
+        if unknown:
+            parser.error(f"--rows: {unknown} not rows of table {args.table}; allowed: "
+                         f"{', '.join(labels)}")
     args.what = f"table {args.table}" if args.table else f"figure {args.figure}"
     return args
 

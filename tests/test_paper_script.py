@@ -64,3 +64,34 @@ def test_table_on_a_tiny_budget(tmp_path, monkeypatch):
     stamp = cached[0].stat().st_mtime_ns
     paper.run_table(args)
     assert cached[0].stat().st_mtime_ns == stamp
+
+
+def test_rows_trains_only_the_rows_named_and_reuses_cached_ones(tmp_path, monkeypatch):
+    preset = _write_preset(tmp_path, TINY_LBF)
+    table = paper.Table("2", "tiny", ((preset, "return"),), (
+        paper.Row("PS", "ps", {}, ((0.25, 0.03),)),
+        paper.Row("NoPS", "nops", {}, ((0.3, 0.02),)),
+    ))
+    monkeypatch.setitem(paper.TABLES, "2", table)
+    out = tmp_path / "results"
+    out.mkdir()
+    base = ["--table", "2", "--seeds", "1", "--steps", "320", "--episodes", "2", "--out", str(out)]
+
+    markdown = paper.run_table(paper.parse_args([*base, "--rows", "PS"]))
+    assert "| NoPS (ours) | not run |" in markdown and "| PS (ours) | not run |" not in markdown
+    assert len(list((out / "paper_runs").rglob("*.json"))) == 1
+    stem = Path(preset).stem
+    assert f"PS on {stem}: {paper._git_rev()}, " in markdown
+
+    # NoPS is trained now; PS comes from the cache, with its own revision and date.
+    markdown = paper.run_table(paper.parse_args([*base, "--rows", "NoPS"]))
+    assert "not run" not in markdown and f"NoPS on {stem}: " in markdown
+    assert len(list((out / "paper_runs").rglob("*.json"))) == 2
+
+
+def test_rows_must_name_rows_of_the_table(capsys):
+    with pytest.raises(SystemExit):
+        paper.parse_args(["--table", "2", "--rows", "DyPS,Rodent"])
+    assert "['Rodent'] not rows of table 2; allowed: NoPS, PS, PS-id" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        paper.parse_args(["--figure", "9", "--rows", "DyPS"])
