@@ -61,6 +61,8 @@ _HELP = {
     "out": "folder for run folders",
     "devices": "local devices (GPUs, TPU cores) the parallel environments are split over; 0 = "
                "all of them; num_envs must be a multiple (docs/architecture.md)",
+    "agent_devices": "of --devices, how many split the agent axis (the others split the "
+                     "environments); a divisor of the scenario's agent count (docs/architecture.md)",
     "batch_size": "PPO minibatch size in (env, step) transitions (Table 6); at most num_envs x "
                   "episode length",
     "chunk_rows": "most agent rows (transitions x agents) one PPO gradient computation holds; "

@@ -157,6 +157,7 @@ class TrainConfig:
     checkpoint_every: int = 100  # iterations between checkpoints; 0 disables them
     out: str = "runs"
     devices: int = 1  # local devices the environment batch is split over (0: all), mesh.py
+    agent_devices: int = 1  # of those, how many split the agent axis (mesh.py)
 
     @property
     def method(self) -> str:
@@ -374,7 +375,7 @@ def validate(config: TrainConfig) -> None:
         raise ValueError(f"seed: must be in 0..{MAX_SEED}, got {config.seed}")
     if config.checkpoint_every < 0:
         raise ValueError(f"checkpoint_every: must be >= 0, got {config.checkpoint_every}")
-    mesh.check_split(config.num_envs, config.devices)
+    mesh.check_split(config.num_envs, config.devices, config.agent_devices)
     ppo, sharing = config.ppo, config.sharing
     envs.core.check_positive(
         "ppo",
@@ -463,6 +464,7 @@ def validate(config: TrainConfig) -> None:
 def _validate_combination(config: TrainConfig) -> None:
     """What a method or an algorithm needs from the scenario and the budget."""
     env = config.env.build()
+    mesh.check_split(config.num_envs, config.devices, config.agent_devices, int(env.num_agents))
     if config.algo == "mappo" and int(getattr(env, "global_state_dim", 0)) <= 0:
         raise ValueError(f"algo: mappo needs the environment's global state, but {config.env.name!r} "
                          "has none (global_state_dim = 0); use ippo or copo")

@@ -245,7 +245,7 @@ def load_run(run_dir: str | Path, step: int | None = None):
         raise ValueError(f"checkpoint: no step {step} in {str(ckpt_dir)!r}; saved steps: "
                          f"{', '.join(map(str, steps))}")
     # Evaluation runs on one device, whatever the run was trained on (`--devices`).
-    config = dataclasses.replace(config, devices=1)
+    config = dataclasses.replace(config, devices=1, agent_devices=1)
     like = jax.eval_shape(make_train_fns(config).init, jax.random.key(0))
     return config, checkpoint.restore(ckpt_dir, like, step), step
 

@@ -223,7 +223,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
     env = config.env.build()
     spec = config.method_spec
     n_envs, n_agents, horizon = config.num_envs, env.num_agents, env.max_steps
-    shard = EnvSharding.create(config.devices, n_envs)
+    shard = EnvSharding.create(config.devices, n_envs, config.agent_devices, n_agents)
     n_sets = config.num_param_sets
     per_agent = spec.assignment == "identity"
     ppo, share = config.ppo, config.sharing
@@ -342,7 +342,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
         if shard.mesh is None:
             return state
         return lay_out(state, lambda t: jax.device_put(t, shard.replicated()),
-                       lambda t: jax.device_put(t, shard.spec(0)))
+                       shard.put_envs)
 
     def rollout(key: jax.Array, params: Any, critic_params: Any, groups: jax.Array,
                 embedding: jax.Array | None):
