@@ -96,8 +96,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.force_cpu_devices:
         if "jax" in sys.modules:
             parser.error("--force-cpu-devices: JAX is already imported in this process")
+        # Forced devices are threads sharing the cores: on a busy machine one can reach a
+        # collective long after the others, past XLA's default 40 s before it aborts the process.
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_"
-                                   f"device_count={args.force_cpu_devices}").strip()
+                                   f"device_count={args.force_cpu_devices} "
+                                   "--xla_cpu_collective_call_terminate_timeout_seconds=1800")
         os.environ["JAX_PLATFORMS"] = "cpu"
 
     load_start, t0 = common.load_average(), time.perf_counter()
