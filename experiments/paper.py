@@ -263,8 +263,11 @@ def _cell(mean_std: tuple[float, float] | None) -> str:
 
 
 def _git_rev() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True, cwd=HERE).stdout.strip()
+    """Short HEAD, with "-dirty" when the code a job runs (src/, experiments/*.py) is modified."""
+    run = lambda *cmd: subprocess.run(cmd, capture_output=True, text=True,  # noqa: E731
+                                      cwd=HERE).stdout.strip()
+    dirty = run("git", "status", "--porcelain", "--untracked-files=no", "--", "../src", "*.py")
+    return run("git", "rev-parse", "--short", "HEAD") + ("-dirty" if dirty else "")
 
 
 def _job_stamps(outcomes: dict) -> str:
