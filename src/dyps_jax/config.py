@@ -375,7 +375,6 @@ def validate(config: TrainConfig) -> None:
         raise ValueError(f"seed: must be in 0..{MAX_SEED}, got {config.seed}")
     if config.checkpoint_every < 0:
         raise ValueError(f"checkpoint_every: must be >= 0, got {config.checkpoint_every}")
-    mesh.check_split(config.num_envs, config.devices, config.agent_devices)
     ppo, sharing = config.ppo, config.sharing
     envs.core.check_positive(
         "ppo",
