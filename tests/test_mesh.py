@@ -31,7 +31,8 @@ for devices, agent_devices in ((1, 1), (4, 1), (4, 2)):
     final, metrics = jax.jit(fns.iterate, static_argnums=1)(state, config.num_iterations)
     embedding = final.roles.agent_embedding
     param = jax.tree.leaves(final.policy.params)[0]
-    out[f"{devices}x{agent_devices}"] = {
+    # Keyed by the mesh: environment devices x agent devices.
+    out[f"{devices // agent_devices}x{agent_devices}"] = {
         "metrics": {k: np.asarray(v).tolist() for k, v in metrics.items()},
         "embedding_devices": len(embedding.sharding.device_set),
         "embedding_shards": [list(s.data.shape) for s in embedding.addressable_shards],
@@ -59,7 +60,7 @@ def test_sharded_run_matches_single_device():
     # h_a; 2 x 2: two environments' halves of the agents each.
     assert single["embedding_devices"] == 1 and single["param_devices"] == 1
     n, h = single["embedding_shape"][1:]
-    for name, shard in (("4x1", [1, n, h]), ("4x2", [2, n // 2, h])):
+    for name, shard in (("4x1", [1, n, h]), ("2x2", [2, n // 2, h])):
         sharded = out[name]
         assert sharded["embedding_devices"] == 4
         assert sharded["embedding_shards"] == [shard] * 4, name
