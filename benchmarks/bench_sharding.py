@@ -45,30 +45,20 @@ def parse_layout(text: str) -> tuple[int, int]:
 def measure(env: str, method: str, layout: tuple[int, int], num_envs: int | None,
             iterations: int, repeats: int) -> dict:
     """Compile seconds, median seconds per iteration, temp GB per device and the last metrics."""
-    import jax
     import numpy as np
-
-    from dyps_jax import make_config
-    from dyps_jax.train import make_train_fns
+    from bench_train import compile_training  # imports JAX: after --force-cpu-devices is set
 
     env_devices, agent_devices = layout
-    probe = make_config(env, method=method)
-    n_envs = num_envs or probe.num_envs
-    config = make_config(env, method=method, num_envs=n_envs,
-                         total_steps=iterations * n_envs * probe.episode_length,
-                         devices=env_devices * agent_devices, agent_devices=agent_devices)
-    fns = make_train_fns(config)
-    t0 = time.perf_counter()
-    state = jax.jit(fns.init)(jax.random.key(0))
-    compiled = jax.jit(fns.iterate, static_argnums=1).lower(state, iterations).compile()
-    compile_s = time.perf_counter() - t0
+    config, state, compiled, compile_s = compile_training(
+        env, method, iterations, num_envs, devices=env_devices * agent_devices,
+        agent_devices=agent_devices)
     seconds = common.time_calls(compiled, state, repeats=repeats)
     _, metrics = compiled(state)
     memory = compiled.memory_analysis()
     return {"compile_s": compile_s, "iteration_s": seconds / iterations,
             "temp_gb": memory.temp_size_in_bytes / 1e9 if memory is not None else float("nan"),
             "metrics": {k: float(np.asarray(v)[-1]) for k, v in metrics.items()},
-            "num_envs": n_envs, "num_agents": config.num_agents}
+            "num_envs": config.num_envs, "num_agents": config.num_agents}
 
 
 def largest_difference(metrics: dict, reference: dict) -> tuple[float, str]:

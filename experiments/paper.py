@@ -264,10 +264,10 @@ def _cell(mean_std: tuple[float, float] | None) -> str:
 
 def _git_rev() -> str:
     """Short HEAD, with "-dirty" when the code a job runs (src/, experiments/*.py) is modified."""
-    run = lambda *cmd: subprocess.run(cmd, capture_output=True, text=True,  # noqa: E731
-                                      cwd=HERE).stdout.strip()
-    dirty = run("git", "status", "--porcelain", "--untracked-files=no", "--", "../src", "*.py")
-    return run("git", "rev-parse", "--short", "HEAD") + ("-dirty" if dirty else "")
+    sys.path.insert(0, str(HERE.parent / "benchmarks"))
+    import common
+
+    return common.git_revision(["src", "experiments/*.py"])
 
 
 def _job_stamps(outcomes: dict) -> str:
