@@ -1,7 +1,7 @@
 import pytest
 
 import dyps_jax
-from dyps_jax.config import override_names
+from dyps_jax.config import AUTO_SELECTOR_STEPS, override_names
 
 
 def test_preset_train_table_then_overrides():
@@ -16,6 +16,14 @@ def test_preset_train_table_then_overrides():
 def test_num_param_sets_per_method():
     assert dyps_jax.make_config(env="lbf-2", method="nops").num_param_sets == 12
     assert dyps_jax.make_config(env="lbf-2", method="dyps", num_groups=3).num_param_sets == 3
+
+
+def test_selector_steps_one_per_episode_up_to_the_cap():
+    steps = lambda **kw: dyps_jax.make_config(env="rolegame", **kw).selector_steps  # noqa: E731
+    assert steps(num_envs=4) == 4 and steps(num_envs=16) == 16  # one per episode
+    # Each step reads the whole batch: past AUTO_SELECTOR_STEPS episodes the count stays there.
+    assert steps(num_envs=64) == AUTO_SELECTOR_STEPS == 16
+    assert steps(num_envs=64, selector_updates=40) == 40  # an explicit count is kept
 
 
 def test_env_params_override_and_validation():

@@ -82,7 +82,7 @@ _HELP = {
     "response_prior": "prior of each agent's group in the group response's E-step: selector "
                       "(a_g) or uniform (the response models' evidence alone)",
     "selector_updates": "group-selector optimiser steps per iteration, on that iteration's batch "
-                        "(0: one per episode, as Algorithm 1)",
+                        "(0: one per episode, as Algorithm 1, at most 16)",
     "response_updates": "Adam steps of the group-response models per iteration (EM's M-step)",
     "response_batch": "transitions per M-step of the group-response models (at most those the "
                       "E-step scores)",

@@ -33,6 +33,9 @@ RESPONSE_TARGETS = ("state-reward", "state")
 RESPONSE_PRIORS = ("selector", "uniform")
 MAX_SEED = 2**63 - 1  # jax.random.key takes a 64-bit signed seed
 MAX_STEPS = 2**31 - 1  # step counters and transition indices are int32 in the compiled program
+# Most selector steps `selector_updates=0` takes per iteration: the presets' largest num_envs, so
+# every preset keeps one step per episode (benchmarks/results/train_small_presets_E256.md).
+AUTO_SELECTOR_STEPS = 16
 
 
 class ConfigAdjusted(UserWarning):
@@ -81,7 +84,8 @@ class SharingConfig:
     selector_lr: float = 1e-2  # Table 6 gives 1e-5 (1e-4 ride-hailing) for the team-return signal
     selector_ent_coef: float = 0.01
     # Selector optimiser steps per iteration, each on that iteration's whole batch; 0 = one per
-    # episode of the iteration (num_envs), as Algorithm 1 steps once per episode.
+    # episode of the iteration (num_envs), as Algorithm 1 steps once per episode, at most
+    # AUTO_SELECTOR_STEPS: each step reads all E x N agents, so E steps would cost E^2.
     selector_updates: int = 0
     role_lr: float = 1e-3  # VLSTM and CVAE; the paper does not give it
     vlstm_hidden: int = 64
@@ -191,6 +195,12 @@ class TrainConfig:
         return self.method_spec.num_param_sets(
             int(env.num_agents), self.sharing.num_groups,
             num_types(getattr(env, "agent_types", None)))
+
+    @property
+    def selector_steps(self) -> int:
+        """Selector optimiser steps per iteration: `selector_updates`, or for 0 one per episode
+        (num_envs, Algorithm 1) up to AUTO_SELECTOR_STEPS."""
+        return self.sharing.selector_updates or min(self.num_envs, AUTO_SELECTOR_STEPS)
 
     @property
     def seps_pretrain_iterations(self) -> int:

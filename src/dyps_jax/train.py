@@ -552,11 +552,12 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             grads, info = jax.grad(loss, has_aux=True)(learner.params)
             return _apply(selector_tx, learner, grads), info
 
-        # Several steps on this iteration's batch; by default one per episode, as Algorithm 1.
+        # Several steps on this iteration's batch; by default one per episode, as Algorithm 1
+        # (at most 16: each step reads the whole batch).
         # One step per iteration of 16 episodes left a_g unsure (entropy 0.55 of ln 2 on rware-1)
         # while the response models had long told the colours apart (docs/grouping.md).
         selector, infos = jax.lax.scan(step, roles.selector, None,
-                                       length=share.selector_updates or n_envs)
+                                       length=config.selector_steps)
         info = jax.tree.map(lambda x: x[0], infos)  # the loss before this iteration's steps
         if n_sets > 1:
             # Eq. 13 can only tell groups apart as far as their z_g point in different directions.
