@@ -47,6 +47,11 @@ def peak_rss_mb() -> float:
 # ----------------------------------------------------------------------------- results header
 
 
+# What a benchmark's figures depend on: a results file's revision is marked "-dirty" when one of
+# these has uncommitted changes, not when earlier results files of the same sweep are new.
+CODE_PATHS = ("src", "envs", "benchmarks/*.py", "pyproject.toml")
+
+
 def git_revision(paths: Sequence[str | Path] | None = None, dirty_suffix: str = "-dirty") -> str:
     """Short HEAD commit, plus `dirty_suffix` when the working tree has uncommitted changes.
 
@@ -115,7 +120,7 @@ def header_lines(
         f"- command: `{command}`",
         f"- date: {utc_now()}",
         f"- device: {device}",
-        f"- jax {jax_version}, git revision {git_revision()}",
+        f"- jax {jax_version}, git revision {git_revision(CODE_PATHS)}",
     ]
 
 
