@@ -35,6 +35,7 @@ from rich.table import Table
 
 from dyps_jax import checkpoint, envs, group_metrics, run_dir
 from dyps_jax.config import (
+    AUTO_SELECTOR_STEPS,
     METHODS,
     SETTINGS,
     ConfigAdjusted,
@@ -82,7 +83,7 @@ _HELP = {
     "response_prior": "prior of each agent's group in the group response's E-step: selector "
                       "(a_g) or uniform (the response models' evidence alone)",
     "selector_updates": "group-selector optimiser steps per iteration, on that iteration's batch "
-                        "(0: one per episode, as Algorithm 1, at most 16)",
+                        f"(0: one per episode, as Algorithm 1, at most {AUTO_SELECTOR_STEPS})",
     "response_updates": "Adam steps of the group-response models per iteration (EM's M-step)",
     "response_batch": "transitions per M-step of the group-response models (at most those the "
                       "E-step scores)",

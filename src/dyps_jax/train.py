@@ -553,7 +553,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             return _apply(selector_tx, learner, grads), info
 
         # Several steps on this iteration's batch; by default one per episode, as Algorithm 1
-        # (at most 16: each step reads the whole batch).
+        # (at most AUTO_SELECTOR_STEPS: each step reads the whole batch).
         # One step per iteration of 16 episodes left a_g unsure (entropy 0.55 of ln 2 on rware-1)
         # while the response models had long told the colours apart (docs/grouping.md).
         selector, infos = jax.lax.scan(step, roles.selector, None,
