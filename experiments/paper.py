@@ -58,6 +58,9 @@ from dyps_jax.checkpoint import write_atomic, write_json  # noqa: E402
 from dyps_jax.evaluate import evaluate_rule, evaluate_states  # noqa: E402
 
 HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE.parent / "benchmarks"))
+import common  # noqa: E402  (benchmarks/common.py: the results files' git revision)
+
 RESULTS = HERE / "results"
 METRIC_LABEL = {"return": "Return", "gmv": "GMV", "orr": "ORR",
                 "prevented_infections": "Infection reduction"}
@@ -264,9 +267,6 @@ def _cell(mean_std: tuple[float, float] | None) -> str:
 
 def _git_rev() -> str:
     """Short HEAD, with "-dirty" when the code a job runs (src/, experiments/*.py) is modified."""
-    sys.path.insert(0, str(HERE.parent / "benchmarks"))
-    import common
-
     return common.git_revision(["src", "experiments/*.py"])
 
 
