@@ -1,15 +1,18 @@
 """Where DyPS's time per iteration goes: its pieces added one at a time on top of PS.
 
-For each scenario preset (`--envs`) at its own number of parallel environments, five
+For each scenario preset (`--envs`) at its own number of parallel environments, six
 configurations, each the one before plus one piece of DyPS:
 
 1. `ps`: one shared parameter set, no role models (the baseline of issue 13's 1.5x target);
-2. `+ groups`: SePS after its clustering, i.e. M parameter sets with a fixed assignment and no
+2. `+ set machinery`: SePS after its clustering with one parameter set (`num_groups=1`): the
+   grouped update's per-set optimiser, per-group advantage normalisation and per-group loss sums,
+   with every agent on one network (so the next row isolates the network's cost);
+3. `+ groups`: SePS after its clustering, i.e. M parameter sets with a fixed assignment and no
    role models (the grouped policy's own cost: rollout and PPO update over M sets);
-3. `+ selector`: DyPS without representations (`dyps-no-repr`): the assignment sampled every
+4. `+ selector`: DyPS without representations (`dyps-no-repr`): the assignment sampled every
    iteration from a learned selector, trained on the group advantage;
-4. `+ VLSTM, CVAE`: DyPS without the group response (`group_response_coef=0`, the paper's DyPS);
-5. `+ response`: DyPS as configured by default (the groups' response models, EM's E- and M-step).
+5. `+ VLSTM, CVAE`: DyPS without the group response (`group_response_coef=0`, the paper's DyPS);
+6. `+ response`: DyPS as configured by default (the groups' response models, EM's E- and M-step).
 
 Each row is timed as `bench_train.py` times a method (`--iterations` iterations per compiled call,
 one warm-up call, median of `--repeats` calls, compile excluded), and reports the wall seconds and
@@ -42,6 +45,7 @@ DEFAULT_OUT = common.RESULTS / "dyps_cost.md"
 # (label, method, overrides): each row adds one piece of DyPS to the row before.
 STAGES: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("ps", "ps", {}),
+    ("+ set machinery (SePS, one set)", "seps", {"num_groups": 1}),
     ("+ groups (SePS, fixed)", "seps", {}),
     ("+ selector (dyps-no-repr)", "dyps-no-repr", {}),
     ("+ VLSTM, CVAE (paper's DyPS)", "dyps", {"group_response_coef": 0.0}),
