@@ -355,8 +355,11 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             k_act, k_env = jax.random.split(key)
             x = inputs(ts.obs, embedding, ts.global_state)
             if selecting:
-                every_group = apply_all_groups(policy_net.apply, params, x)
-                head, value = select_group(every_group, groups)
+                # Every group's actor scores the action (the selector's evidence); only the own
+                # group's critic is needed, so each call's unused half is compiled away.
+                every_head = apply_all_groups(policy_net.apply, params, x)[0]
+                head = select_group(every_head, groups)
+                value = grouped_apply(policy_net.apply, params, x, groups, per_agent)[1]
             else:
                 head, value = grouped_apply(policy_net.apply, params, x, groups, per_agent)
             dist = action_distribution(kind, head, ts.action_mask)
@@ -367,7 +370,7 @@ def make_train_fns(config: TrainConfig) -> TrainFns:
             if selecting:
                 stacked = lambda x: jnp.broadcast_to(x, (n_sets,) + x.shape)  # noqa: E731
                 log_probs = action_distribution(
-                    kind, every_group[0], stacked(ts.action_mask)
+                    kind, every_head, stacked(ts.action_mask)
                 ).log_prob(stacked(action))
                 group_log_prob = jnp.moveaxis(log_probs, 0, -1)
             near = None if neighbourhood is None else jax.vmap(neighbourhood)(env_state)
